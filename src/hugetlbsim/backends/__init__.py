@@ -1,0 +1,1 @@
+"""Backends that run scenario steps: the model and the live kernel, behind one interface."""

@@ -1,0 +1,54 @@
+"""The interface every backend speaks, so the runner, `diff` and the fuzzer never know which
+one they drive.
+
+A backend opens a `Session` for one scenario (the system starts as the scenario says: pool of
+``pool_pages`` with ``pool_overcommit``, one cgroup ``root``, one process ``init``).  Each step
+is applied with `Session.apply`, which returns the step's result (``"ok"``, an errno name,
+``"SIGBUS"`` or ``"SIGSEGV"``); `Session.state` returns the trace ``state`` object of
+scenario-format.md (every counter, for every cgroup, mount and file that exists).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from hugetlbsim.scenario import Scenario
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot run here (not root, no hugetlbfs, pool busy...): exit status 3."""
+
+
+class Session(Protocol):
+    """One scenario being run on one backend."""
+
+    def apply(self, op: str, args: Mapping[str, Any]) -> str:
+        """Run one operation; return its result."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """Every counter after the last operation, as the trace's ``state`` object."""
+        ...
+
+    def explain(self) -> str | None:
+        """Why the last operation failed, in one sentence, if the backend knows."""
+        ...
+
+    def close(self) -> None:
+        """Release everything the session created (idempotent)."""
+        ...
+
+
+class Backend(Protocol):
+    """A way to run scenarios: ``name`` is ``"model"`` or ``"kernel"``."""
+
+    name: str
+
+    def version(self) -> str:
+        """The trace's ``kernel`` value: the semantics the model follows, or ``uname -r``."""
+        ...
+
+    def open(self, scenario: Scenario) -> Session:
+        """Set up the scenario's initial system (may raise `BackendUnavailable`)."""
+        ...
