@@ -1,0 +1,640 @@
+"""The live-kernel backend: runs each scenario step on this machine's kernel and reads back the
+counters the kernel reports.
+
+The scenario's world is built from private objects only (live-kernel.md §8): a run directory
+``/tmp/hugetlbsim-<pid>-<random>/`` with a run record (see `kernel_cleanup`), a private mount of
+the cgroup v1 hugetlb hierarchy whose child ``hugetlbsim-<runid>`` is the scenario's ``root``
+(the hierarchy's real root is machine-global), one hugetlbfs mount per ``mount`` step, and one
+real worker process per scenario process (see `kernel_worker`).  The controller (this process)
+holds the scenario's file handles outside every scenario cgroup, and performs only what charges
+no task: open/memfd_create, close, unlink, IPC_RMID, mounts, cgroup and pool writes.
+
+The pool, ``HugePages_Rsvd`` and the hierarchy are shared by the whole machine, so a session
+refuses to start unless the pool is idle, holds a lock so sessions run one at a time, and
+always tears down: on `KernelSession.close`, on any error inside a step, on Ctrl-C or SIGTERM, at
+interpreter exit, and at the next start after a killed run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from hugetlbsim.backends import kernel_sys as ks
+from hugetlbsim.backends.base import BackendUnavailable
+from hugetlbsim.backends.kernel_cleanup import (
+    NR_HUGEPAGES,
+    NR_OVERCOMMIT,
+    RunRecord,
+    clean_leftovers,
+    cleanup,
+)
+from hugetlbsim.backends.kernel_worker import Worker
+from hugetlbsim.scenario import Scenario
+
+HP = ks.PAGE_2M
+CG_FILE = "hugetlb.2MB."
+UNLIMITED = 1 << 62
+"""A limit at or above this many bytes is "no limit" (the kernel shows slightly different
+values for the pristine default and for a written -1, live-kernel.md §4.2)."""
+
+_CG_COUNTERS = (
+    ("usage", "usage_in_bytes", HP), ("rsvd", "rsvd.usage_in_bytes", HP),
+    ("max_usage", "max_usage_in_bytes", HP), ("rsvd_max_usage", "rsvd.max_usage_in_bytes", HP),
+    ("failcnt", "failcnt", 1), ("rsvd_failcnt", "rsvd.failcnt", 1),
+)
+_ADVICE = {"dontneed": ks.MADV_DONTNEED, "remove": ks.MADV_REMOVE}
+
+_LIVE: set[str] = set()
+"""Run directories of this process's open sessions (not leftovers)."""
+
+
+class KernelNotClean(RuntimeError):
+    """Teardown could not restore the machine (pool not idle, a mount or cgroup left)."""
+
+
+def _check_machine() -> None:
+    if os.geteuid() != 0:
+        raise BackendUnavailable("the kernel backend needs root")
+    with open("/proc/filesystems") as f:
+        if "hugetlbfs" not in f.read().split():
+            raise BackendUnavailable("hugetlbfs is not available in this kernel")
+    with open("/proc/cgroups") as f:
+        rows = [line.split() for line in f if not line.startswith("#")]
+    if not any(r[0] == "hugetlb" and r[3] == "1" for r in rows if len(r) == 4):
+        raise BackendUnavailable("the hugetlb cgroup controller is not available")
+
+
+def _check_scenario(scenario: Scenario, max_pages: int) -> None:
+    if scenario.pagesize != "2M":
+        raise BackendUnavailable(f"the kernel backend runs 2M pages only, not {scenario.pagesize}")
+    pages, overcommit = scenario.pool_pages, scenario.pool_overcommit
+    worst = pages + overcommit
+    for step in scenario.steps:
+        if step.op == "pool":
+            if step.args.get("pages") is not None:
+                pages = step.args["pages"]
+            if step.args.get("overcommit") is not None:
+                overcommit = step.args["overcommit"]
+            worst = max(worst, pages + overcommit)
+    if worst > max_pages:
+        raise BackendUnavailable(
+            f"the scenario could need {worst} huge pages; the kernel backend allows {max_pages}")
+
+
+def _pool_busy() -> str | None:
+    mi = ks.meminfo_hugepages()
+    ovc = ks.read_int(NR_OVERCOMMIT)
+    if any(mi[k] for k in ("total", "free", "rsvd", "surp")) or ovc:
+        return (f"HugePages_Total/Free/Rsvd/Surp = {mi['total']}/{mi['free']}/{mi['rsvd']}/"
+                f"{mi['surp']}, nr_overcommit_hugepages = {ovc}")
+    return None
+
+
+class KernelBackend:
+    """Runs scenarios on the live kernel of this machine (root, 2M pages, idle pool)."""
+
+    name = "kernel"
+
+    def __init__(self, max_pages: int = 64, tmpdir: str = "/tmp") -> None:
+        self.max_pages = max_pages
+        """Refuse scenarios whose pool (pages + overcommit) could exceed this."""
+        self.tmpdir = tmpdir
+        """Where run directories and the lock file live (leftovers are looked for here)."""
+
+    def version(self) -> str:
+        """``uname -r``."""
+        return os.uname().release
+
+    def open(self, scenario: Scenario) -> KernelSession:
+        """Check the machine and the scenario, clean leftovers, build the initial system."""
+        _check_scenario(scenario, self.max_pages)
+        _check_machine()
+        return KernelSession(scenario, self.tmpdir)
+
+
+@dataclass
+class _Mapping:
+    base: int
+    pages: int
+    mapped: set[int]
+    """Pages of the mapping as created that are still mapped (the rest must never be touched:
+    another mapping may live there now)."""
+
+    def addr(self, page: int) -> int:
+        return self.base + page * HP
+
+    def runs(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Mapped (first page, count) runs within [start, end)."""
+        out: list[tuple[int, int]] = []
+        for p in range(start, end):
+            if p in self.mapped:
+                if out and out[-1][0] + out[-1][1] == p:
+                    out[-1] = (out[-1][0], out[-1][1] + 1)
+                else:
+                    out.append((p, 1))
+        return out
+
+
+@dataclass
+class _Proc:
+    worker: Worker
+    maps: dict[str, _Mapping] = field(default_factory=dict)
+
+
+@dataclass
+class _File:
+    path: str | None
+    """The hugetlbfs path; None for a memfd."""
+    fd: int | None
+    """The scenario's handle (held by the controller), None once closed."""
+    mount: str | None
+    linked: bool
+
+
+class KernelSession:
+    """One scenario on the live kernel (see the module docstring)."""
+
+    def __init__(self, scenario: Scenario, tmpdir: str) -> None:
+        self._closed = False
+        self._procs: dict[str, _Proc] = {}
+        self._files: dict[str, _File] = {}
+        self._mounts: dict[str, tuple[str, bool]] = {}
+        self._cgroups: list[str] = []
+        self._shms: dict[str, tuple[int, int]] = {}
+        self._old_sigterm: Any = None
+        self._lock_fd = os.open(os.path.join(tmpdir, "hugetlbsim.lock"),
+                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise BackendUnavailable("another hugetlbsim kernel session is running") from None
+        self._rec: RunRecord | None = None
+        atexit.register(self.close)
+        try:
+            self._setup(scenario, tmpdir)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, scenario: Scenario, tmpdir: str) -> None:
+        problems = clean_leftovers(tmpdir, _LIVE)
+        if problems:
+            raise BackendUnavailable("leftovers of an earlier run could not be cleaned: "
+                                     + "; ".join(problems))
+        busy = _pool_busy()
+        if busy:
+            raise BackendUnavailable(f"the huge page pool is not idle: {busy}")
+        self._install_sigterm()
+        rundir = os.path.realpath(tempfile.mkdtemp(prefix=f"hugetlbsim-{os.getpid()}-",
+                                                   dir=tmpdir))
+        _LIVE.add(rundir)
+        rec = self._rec = RunRecord(rundir, os.getpid(), ks.start_time(os.getpid()))
+        rec.orig_nr_hugepages = ks.read_int(NR_HUGEPAGES)
+        rec.orig_overcommit = ks.read_int(NR_OVERCOMMIT)
+        rec.cg_mount = True
+        rec.save()
+        os.mkdir(rec.cg_dir)
+        r = ks.mount("cgroup", rec.cg_dir, "hugetlb")
+        if r != "ok":
+            rec.cg_mount = False
+            rec.save()
+            os.rmdir(rec.cg_dir)
+            raise BackendUnavailable(f"cannot mount the cgroup v1 hugetlb hierarchy: {r}")
+        rec.note("cgroups", rec.cg_root)
+        os.mkdir(os.path.join(rec.cg_dir, rec.cg_root))
+        self._cgroups.append("root")
+        self._op_pool({"pages": scenario.pool_pages, "overcommit": scenario.pool_overcommit})
+        got = ks.meminfo_hugepages()["total"]
+        if got < scenario.pool_pages:
+            raise BackendUnavailable(f"the pool could only grow to {got} of "
+                                     f"{scenario.pool_pages} pages")
+        r = self._op_spawn({"proc": "init", "cgroup": "root"})
+        if r != "ok":
+            raise RuntimeError(f"cannot move the init worker into its cgroup: {r}")
+
+    # ---- Session protocol -------------------------------------------------------------------
+
+    def apply(self, op: str, args: Mapping[str, Any]) -> str:
+        """Run one scenario operation on the kernel; tear everything down if it raises."""
+        if self._closed:
+            raise RuntimeError("the kernel session is closed")
+        try:
+            result: str = getattr(self, "_op_" + op)(args)
+        except BaseException:
+            self.close()
+            raise
+        return result
+
+    def explain(self) -> str | None:
+        """The kernel gives no reasons."""
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """Read every counter: /proc/meminfo, the sysctl, cgroup files, statfs, stat."""
+        mi = ks.meminfo_hugepages()
+        cgroups: dict[str, dict[str, int | None]] = {}
+        for name in self._cgroups:
+            path = self._cg_path(name)
+            try:
+                values: dict[str, int | None] = {
+                    key: ks.read_int(path + CG_FILE + fname) // unit
+                    for key, fname, unit in _CG_COUNTERS}
+                for key, fname in (("limit", "limit_in_bytes"),
+                                   ("rsvd_limit", "rsvd.limit_in_bytes")):
+                    raw = ks.read_int(path + CG_FILE + fname)
+                    values[key] = None if raw >= UNLIMITED else raw // HP
+            except FileNotFoundError:
+                continue
+            cgroups[name] = values
+        mounts = {name: {"free": os.statvfs(path).f_bfree if sized else None}
+                  for name, (path, sized) in self._mounts.items()}
+        files: dict[str, dict[str, int]] = {}
+        for name, f in self._files.items():
+            try:
+                if f.path is None and f.fd is not None:
+                    st = os.fstat(f.fd)
+                elif f.path is not None and f.linked:
+                    st = os.stat(f.path)
+                else:
+                    continue
+            except FileNotFoundError:
+                continue
+            files[name] = {"blocks": st.st_blocks * 512 // HP, "size": st.st_size // HP}
+        return {"total": mi["total"], "free": mi["free"], "rsvd": mi["rsvd"],
+                "surp": mi["surp"], "nr_hugepages": ks.read_int(NR_HUGEPAGES),
+                "cgroups": cgroups, "mounts": mounts, "files": files}
+
+    def close(self) -> None:
+        """Kill the workers and undo everything the run record lists; raise if not clean."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        problems: list[str] = []
+        for proc in self._procs.values():
+            try:
+                proc.worker.kill()
+            except Exception as e:
+                problems.append(str(e))
+        self._procs.clear()
+        for f in self._files.values():
+            if f.fd is not None:
+                os.close(f.fd)
+        self._files.clear()
+        if self._rec is not None:
+            problems.extend(cleanup(self._rec))
+            _LIVE.discard(self._rec.rundir)
+            busy = _pool_busy()
+            if busy:
+                problems.append(f"the pool is not idle after cleanup: {busy}")
+            ours = [p for p in ks.mount_points() if p.startswith(self._rec.rundir + "/")]
+            if ours:
+                problems.append("mounts left: " + ", ".join(ours))
+        self._restore_sigterm()
+        os.close(self._lock_fd)
+        if problems:
+            msg = "hugetlbsim kernel teardown is NOT clean: " + "; ".join(problems)
+            print(msg, file=sys.stderr)
+            raise KernelNotClean(msg)
+
+    def __enter__(self) -> KernelSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- signals ----------------------------------------------------------------------------
+
+    def _install_sigterm(self) -> None:
+        """Turn SIGTERM into SystemExit so teardown runs (only where nobody else handles it)."""
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
+            self._old_sigterm = signal.signal(signal.SIGTERM, _sigterm)
+
+    def _restore_sigterm(self) -> None:
+        if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    @property
+    def _record(self) -> RunRecord:
+        assert self._rec is not None
+        return self._rec
+
+    def _cg_rel(self, name: str) -> str:
+        rec = self._record
+        return rec.cg_root if name == "root" else f"{rec.cg_root}/{name}"
+
+    def _cg_path(self, name: str) -> str:
+        return os.path.join(self._record.cg_dir, self._cg_rel(name)) + "/"
+
+    def _worker(self, proc: str) -> Worker:
+        return self._procs[proc].worker
+
+    def _file_path(self, name: str) -> str | None:
+        """How a worker opens a scenario file: the controller's handle, else the path."""
+        f = self._files.get(name)
+        if f is None:
+            return None
+        if f.fd is not None:
+            return f"/proc/{os.getpid()}/fd/{f.fd}"
+        return f.path if f.linked else None
+
+    def _file_call(self, name: str, proc: str, op: str, **args: Any) -> str:
+        path = self._file_path(name)
+        if path is None:
+            return "ENOENT"
+        r: str = self._worker(proc).call(op, path=path, **args)["r"]
+        return r
+
+    def _add_worker(self, name: str, worker: Worker) -> None:
+        self._record.note("workers", [worker.pid, worker.start])
+        self._procs[name] = _Proc(worker)
+
+    # ---- operations -------------------------------------------------------------------------
+
+    def _op_pool(self, a: Mapping[str, Any]) -> str:
+        for path, value in ((NR_OVERCOMMIT, a["overcommit"]), (NR_HUGEPAGES, a["pages"])):
+            if value is not None:
+                r = ks.write_str(path, str(value))
+                if r != "ok":
+                    return r
+        return "ok"
+
+    def _op_mount(self, a: Mapping[str, Any]) -> str:
+        path = os.path.join(self._record.rundir, "mnt-" + a["name"])
+        self._record.note("mounts", path)
+        opts = "pagesize=2M"
+        if a["size"] is not None:
+            opts += f",size={a['size'] * 2}M"
+        if a["min_size"] is not None:
+            opts += f",min_size={a['min_size'] * 2}M"
+        os.mkdir(path)
+        r = ks.mount("hugetlbfs", path, opts)
+        if r != "ok":
+            os.rmdir(path)
+            return r
+        self._mounts[a["name"]] = (path, a["size"] is not None)
+        return "ok"
+
+    def _op_umount(self, a: Mapping[str, Any]) -> str:
+        name = a["name"]
+        if name not in self._mounts:
+            return "ENOENT"
+        path = self._mounts[name][0]
+        r = ks.umount(path)
+        if r == "ok":
+            os.rmdir(path)
+            del self._mounts[name]
+            for fname in [n for n, f in self._files.items() if f.mount == name]:
+                del self._files[fname]
+        return r
+
+    def _op_cgroup(self, a: Mapping[str, Any]) -> str:
+        name = a["name"]
+        path = self._cg_path(name)
+        if not os.path.isdir(path):
+            self._record.note("cgroups", self._cg_rel(name))
+            try:
+                os.mkdir(path)
+            except OSError as e:
+                return ks.errname(e.errno or 0)
+            self._cgroups.append(name)
+        for key, fname in (("limit", "limit_in_bytes"), ("rsvd_limit", "rsvd.limit_in_bytes")):
+            value = a[key]
+            if value is None:
+                continue
+            raw = "-1" if value == "max" or value < 0 else str(value * HP)
+            r = ks.write_str(path + CG_FILE + fname, raw)
+            if r != "ok":
+                return r
+        return "ok"
+
+    def _op_rmdir(self, a: Mapping[str, Any]) -> str:
+        name = a["cgroup"]
+        try:
+            os.rmdir(self._cg_path(name))
+        except OSError as e:
+            return ks.errname(e.errno or 0)
+        self._cgroups.remove(name)
+        return "ok"
+
+    def _op_spawn(self, a: Mapping[str, Any]) -> str:
+        """A fresh worker, moved into its cgroup (into ``root`` if that move is refused)."""
+        worker = Worker.spawn()
+        self._add_worker(a["proc"], worker)
+        r = ks.write_str(self._cg_path(a["cgroup"]) + "cgroup.procs", str(worker.pid))
+        if r != "ok":
+            fallback = ks.write_str(self._cg_path("root") + "cgroup.procs", str(worker.pid))
+            if fallback != "ok":
+                raise RuntimeError(f"cannot move worker {worker.pid} into root: {fallback}")
+        return r
+
+    def _op_attach(self, a: Mapping[str, Any]) -> str:
+        pid = self._worker(a["proc"]).pid
+        return ks.write_str(self._cg_path(a["cgroup"]) + "cgroup.procs", str(pid))
+
+    def _op_fork(self, a: Mapping[str, Any]) -> str:
+        parent = self._procs[a["proc"]]
+        r, child = parent.worker.fork()
+        if child is not None:
+            self._add_worker(a["child"], child)
+            self._procs[a["child"]].maps = {
+                name: _Mapping(m.base, m.pages, set(m.mapped)) for name, m in parent.maps.items()}
+        return r
+
+    def _op_exit(self, a: Mapping[str, Any]) -> str:
+        self._procs.pop(a["proc"]).worker.exit()
+        return "ok"
+
+    def _op_create(self, a: Mapping[str, Any]) -> str:
+        mount, _, base = a["file"].partition("/")
+        path = os.path.join(self._record.rundir, "mnt-" + mount, base)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            return ks.errname(e.errno or 0)
+        self._files[a["file"]] = _File(path, fd, mount, linked=True)
+        return self._initial_size(a)
+
+    def _op_memfd(self, a: Mapping[str, Any]) -> str:
+        name = a["file"].removeprefix("memfd:")
+        try:
+            fd = os.memfd_create(name, os.MFD_HUGETLB | os.MFD_CLOEXEC)
+        except OSError as e:
+            return ks.errname(e.errno or 0)
+        self._files[a["file"]] = _File(None, fd, None, linked=False)
+        return self._initial_size(a)
+
+    def _initial_size(self, a: Mapping[str, Any]) -> str:
+        if a["size"] is None:
+            return "ok"
+        return self._file_call(a["file"], a["proc"], "ftruncate", size=a["size"] * HP)
+
+    def _op_truncate(self, a: Mapping[str, Any]) -> str:
+        return self._file_call(a["file"], a["proc"], "ftruncate", size=a["size"] * HP)
+
+    def _op_fallocate(self, a: Mapping[str, Any]) -> str:
+        mode = ks.FALLOC_FL_KEEP_SIZE if a["keep_size"] else 0
+        return self._file_call(a["file"], a["proc"], "fallocate", mode=mode,
+                               offset=a["offset"] * HP, length=a["length"] * HP)
+
+    def _op_punch(self, a: Mapping[str, Any]) -> str:
+        mode = ks.FALLOC_FL_PUNCH_HOLE | ks.FALLOC_FL_KEEP_SIZE
+        return self._file_call(a["file"], a["proc"], "fallocate", mode=mode,
+                               offset=a["offset"] * HP, length=a["length"] * HP)
+
+    def _op_close(self, a: Mapping[str, Any]) -> str:
+        f = self._files.get(a["file"])
+        if f is None or f.fd is None:
+            return "ENOENT"
+        os.close(f.fd)
+        f.fd = None
+        if not f.linked:
+            del self._files[a["file"]]
+        return "ok"
+
+    def _op_unlink(self, a: Mapping[str, Any]) -> str:
+        f = self._files.get(a["file"])
+        if f is None or f.path is None:
+            return "ENOENT"
+        try:
+            os.unlink(f.path)
+        except OSError as e:
+            return ks.errname(e.errno or 0)
+        f.linked = False
+        if f.fd is None:
+            del self._files[a["file"]]
+        return "ok"
+
+    def _op_shmget(self, a: Mapping[str, Any]) -> str:
+        flags = ks.SHM_HUGETLB | (ks.SHM_NORESERVE if a["noreserve"] else 0)
+        reply = self._worker(a["proc"]).call("shmget", size=a["size"] * HP, flags=flags)
+        if reply["r"] == "ok":
+            self._record.note("shm", reply["id"])
+            self._shms[a["shm"]] = (reply["id"], a["size"])
+        r: str = reply["r"]
+        return r
+
+    def _op_shmrm(self, a: Mapping[str, Any]) -> str:
+        shm = self._shms.pop(a["shm"], None)
+        if shm is None:
+            return "EINVAL"
+        return ks.shm_rmid(shm[0])
+
+    def _op_mmap(self, a: Mapping[str, Any]) -> str:
+        worker = self._worker(a["proc"])
+        if a["shm"] is not None:
+            shm = self._shms.get(a["shm"])
+            if shm is None:
+                return "EINVAL"
+            reply = worker.call("shmat", id=shm[0], flags=0 if a["writable"] else ks.SHM_RDONLY)
+            pages = shm[1]
+        else:
+            prot = ks.PROT_READ | (ks.PROT_WRITE if a["writable"] else 0)
+            flags = ks.MAP_SHARED if a["shared"] else ks.MAP_PRIVATE
+            flags |= ks.MAP_NORESERVE if a["noreserve"] else 0
+            flags |= ks.MAP_POPULATE if a["populate"] else 0
+            path = None
+            if a["anon"]:
+                flags |= ks.MAP_ANONYMOUS | ks.MAP_HUGETLB
+            else:
+                path = self._file_path(a["file"])
+                if path is None:
+                    return "ENOENT"
+            pages = a["length"]
+            reply = worker.call("mmap", path=path, length=pages * HP, prot=prot, flags=flags,
+                                offset=a["offset"] * HP)
+        if reply["r"] == "ok":
+            self._procs[a["proc"]].maps[a["map"]] = _Mapping(reply["addr"], pages,
+                                                              set(range(pages)))
+        r: str = reply["r"]
+        return r
+
+    def _span(self, m: _Mapping, a: Mapping[str, Any]) -> tuple[int, int]:
+        length = a["length"]
+        return a["offset"], m.pages if length is None else a["offset"] + length
+
+    def _mem(self, proc: str, call: str, m: _Mapping, runs: list[tuple[int, int]],
+             arg: int = 0) -> str:
+        ranges = [[m.addr(first), count * HP] for first, count in runs]
+        r: str = self._worker(proc).call("mem", call=call, ranges=ranges, arg=arg)["r"]
+        return r
+
+    def _op_munmap(self, a: Mapping[str, Any]) -> str:
+        proc = self._procs[a["proc"]]
+        m = proc.maps.get(a["map"])
+        if m is None:
+            return "ok"
+        start, end = self._span(m, a)
+        runs = m.runs(start, end)
+        r = self._mem(a["proc"], "munmap", m, runs) if runs else "ok"
+        if r == "ok":
+            m.mapped.difference_update(range(start, end))
+            if not m.mapped:
+                del proc.maps[a["map"]]
+        return r
+
+    def _op_mprotect(self, a: Mapping[str, Any]) -> str:
+        """mprotect changes the mapped prefix of the range, then fails at the first hole."""
+        m = self._procs[a["proc"]].maps.get(a["map"])
+        if m is None:
+            return "ENOMEM"
+        start, end = self._span(m, a)
+        runs = m.runs(start, end)
+        if not runs or runs[0][0] != start:
+            return "ENOMEM"
+        prot = ks.PROT_READ | (ks.PROT_WRITE if a["writable"] else 0)
+        r = self._mem(a["proc"], "mprotect", m, runs[:1], prot)
+        if r == "ok" and runs[0][1] != end - start:
+            return "ENOMEM"
+        return r
+
+    def _op_madvise(self, a: Mapping[str, Any]) -> str:
+        """madvise applies to every mapped part of the range, then reports a hole as ENOMEM."""
+        m = self._procs[a["proc"]].maps.get(a["map"])
+        if m is None:
+            return "ENOMEM"
+        start, end = a["page"], a["page"] + a["count"]
+        runs = m.runs(start, end)
+        r = self._mem(a["proc"], "madvise", m, runs, _ADVICE[a["advice"]]) if runs else "ok"
+        if r == "ok" and sum(c for _, c in runs) != end - start:
+            return "ENOMEM"
+        return r
+
+    def _op_touch(self, a: Mapping[str, Any]) -> str:
+        """Fault pages in order with MADV_POPULATE_*: EFAULT is the SIGBUS a fault would raise,
+        EINVAL a write to a read-only mapping and ENOMEM (or a hole) an unmapped address."""
+        m = self._procs[a["proc"]].maps.get(a["map"])
+        if m is None:
+            return "SIGSEGV"
+        pages = range(a["page"], a["page"] + a["count"])
+        addrs = []
+        for p in pages:
+            if p not in m.mapped:
+                break
+            addrs.append(m.addr(p))
+        advice = ks.MADV_POPULATE_WRITE if a["write"] else ks.MADV_POPULATE_READ
+        r: str = "ok"
+        if addrs:
+            r = self._worker(a["proc"]).call("touch", addrs=addrs, advice=advice)["r"]
+        if r == "ok":
+            return "ok" if len(addrs) == len(pages) else "SIGSEGV"
+        return {"EFAULT": "SIGBUS", "EINVAL": "SIGSEGV", "ENOMEM": "SIGSEGV"}.get(r, r)
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
