@@ -127,10 +127,10 @@ def _represent_null(representer: RoundTripRepresenter, _: None) -> Any:
     return representer.represent_scalar("tag:yaml.org,2002:null", "null")
 
 
-def given_args(step: Step) -> dict[str, Any]:
-    """The step's arguments that differ from their defaults, as a file would spell them."""
-    defaults = {a.name: a.default for a in OPS[step.op]}
-    return {k: v for k, v in step.args.items() if v is not None and v != defaults[k]}
+def given_args(op: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments that differ from their defaults, as a scenario file would spell them."""
+    defaults = {a.name: a.default for a in OPS[op]}
+    return {k: v for k, v in args.items() if v is not None and v != defaults[k]}
 
 
 def dump_scenario(scenario: Scenario) -> str:
@@ -146,7 +146,7 @@ def dump_scenario(scenario: Scenario) -> str:
     doc.update(scenario.extra)
     steps = CommentedSeq()
     for step in scenario.steps:
-        item = CommentedMap({step.op: flow_map(given_args(step))})
+        item = CommentedMap({step.op: flow_map(given_args(step.op, step.args))})
         if step.expect is not None:
             item["expect"] = expect_node(step.expect)
         steps.append(item)

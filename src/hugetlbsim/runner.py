@@ -98,8 +98,8 @@ class Failure:
     actual: Any
 
     def __str__(self) -> str:
-        return (f"step {self.index} (line {self.line}): {self.key} expected "
-                f"{show_value(self.expected)}, got {show_value(self.actual)}")
+        return (f"step {self.index}: {self.key} expected {show_value(self.expected)}, "
+                f"got {show_value(self.actual)}")
 
 
 @dataclass
