@@ -1,0 +1,19 @@
+"""Kernel-level failures inside the model.
+
+The flows raise `KernelError` where the kernel returns an errno or raises SIGBUS; the
+`System` facade turns it into the step's result (``"ENOMEM"``, ``"SIGBUS"``...) and keeps the
+sentence saying which check refused, with its numbers, as the explanation.
+"""
+
+
+class KernelError(Exception):
+    """A failure the kernel reports to the caller: ``result`` and why, in one sentence."""
+
+    def __init__(self, result: str, why: str) -> None:
+        super().__init__(f"{result}: {why}")
+        self.result = result
+        self.why = why
+
+
+class ScenarioMisuse(Exception):
+    """The model's API was called wrongly (unknown process, mapping...): a caller bug."""

@@ -1,0 +1,196 @@
+"""The fault path: `alloc_hugetlb_folio`, `hugetlb_no_page`, `hugetlb_wp` (6.14+ semantics).
+
+`alloc_hugetlb_folio` first asks the mapping's reservation map whether this index is reserved
+(REUSE), not reserved (NEEDED) or whether the owner copies its own page after fork and must
+not touch its map (ENFORCED).  Without a reservation the page is charged to the subpool, to
+the faulting task's reservation counter, and it needs an *unreserved* free page or a fresh
+surplus page.  Every page is charged to the fault counter.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from hugetlbsim.errors import KernelError
+from hugetlbsim.folio import Folio, free_huge_folio
+from hugetlbsim.hstate import unsigned
+from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.inode import hugetlb_add_to_page_cache
+from hugetlbsim.reserve import (
+    vma_commit_reservation,
+    vma_end_reservation,
+    vma_needs_reservation,
+)
+from hugetlbsim.vma import VMA, Pte
+
+
+class MapChg(IntEnum):
+    """What the mapping's reservation map says about the faulting index."""
+
+    REUSE = 0
+    NEEDED = 1
+    ENFORCED = 2
+
+
+def alloc_hugetlb_folio(vma: VMA, index: int, cow_from_owner: bool,
+                        cgroup: HugetlbCgroup) -> Folio:
+    """Allocate a page for file ``index`` of ``vma``; KernelError("ENOSPC") if refused.
+
+    The error path mirrors 6.18's unwinding, including its leak: a subpool page taken
+    without a min_size reserve (`gbl_chg == 1`) is not returned when the allocation fails
+    later, so a `size=` mount loses one page of capacity per failed fault (live-kernel P14d).
+    """
+    h, spool = vma.inode.hstate, vma.inode.spool
+    if cow_from_owner:
+        map_chg = MapChg.ENFORCED
+    else:
+        map_chg = MapChg.NEEDED if vma_needs_reservation(vma, index) else MapChg.REUSE
+    gbl_chg = 0
+    try:
+        if map_chg != MapChg.REUSE:
+            got = 1 if spool is None else spool.get_pages(1)
+            if got is None:
+                assert spool is not None
+                raise KernelError("ENOSPC", (
+                    f"the mount's size= limit of {spool.max_hpages} pages is used up "
+                    f"({spool.used_hpages} reserved or allocated)"))
+            gbl_chg = got
+            hit = cgroup.charge_rsvd(1)
+            if hit is not None:
+                _subpool_put(vma, map_chg, gbl_chg)
+                raise KernelError("ENOSPC", cgroup.refusal(hit, 1))
+        hit = cgroup.charge_fault(1)
+        if hit is not None:
+            _uncharge_rsvd(cgroup, map_chg)
+            _subpool_put(vma, map_chg, gbl_chg)
+            raise KernelError("ENOSPC", cgroup.refusal(hit, 1))
+        if not (h.dequeue_huge_page(gbl_chg) or h.alloc_surplus_page()):
+            cgroup.fault.uncharge(1)
+            _uncharge_rsvd(cgroup, map_chg)
+            _subpool_put(vma, map_chg, gbl_chg)
+            raise KernelError("ENOSPC", _no_page_sentence(vma, map_chg, gbl_chg))
+    except KernelError:
+        if map_chg != MapChg.ENFORCED:
+            vma_end_reservation(vma, index)
+        raise
+    folio = Folio(h, spool, cgroup, cgroup if map_chg != MapChg.REUSE else None)
+    if not gbl_chg:
+        folio.restore_reserve = True
+        h.resv_huge_pages -= 1
+    if map_chg != MapChg.ENFORCED:
+        vma_commit_reservation(vma, index)
+    return folio
+
+
+def _uncharge_rsvd(cgroup: HugetlbCgroup, map_chg: MapChg) -> None:
+    if map_chg != MapChg.REUSE:
+        cgroup.rsvd.uncharge(1)
+
+
+def _subpool_put(vma: VMA, map_chg: MapChg, gbl_chg: int) -> None:
+    """Return the subpool page only if it came out of the min_size reserve (6.15+)."""
+    spool = vma.inode.spool
+    if map_chg != MapChg.REUSE and not gbl_chg and spool is not None:
+        vma.inode.hstate.hugetlb_acct_memory(-spool.put_pages(1))
+
+
+def _no_page_sentence(vma: VMA, map_chg: MapChg, gbl_chg: int) -> str:
+    h = vma.inode.hstate
+    if not gbl_chg:
+        need = f"no free page ({h.free_huge_pages} free)"
+    else:
+        avail = unsigned(h.free_huge_pages - h.resv_huge_pages)
+        why = {MapChg.NEEDED: "this index has no reservation",
+               MapChg.ENFORCED: "the owner copies its own page after fork, without reserve",
+               MapChg.REUSE: ""}[map_chg]
+        if not vma.shared and vma.resv is None and map_chg == MapChg.NEEDED:
+            why = "a private mapping inherited by fork (or MAP_NORESERVE) has no reservation"
+        need = (f"{why}, so it needs an unreserved free page: Free {h.free_huge_pages} - "
+                f"Rsvd {unsigned(h.resv_huge_pages)} = {avail if avail < 2**63 else 0}")
+    return (f"{need}, and overcommit allows no surplus page "
+            f"({h.surplus_huge_pages} surplus of {h.nr_overcommit_huge_pages})")
+
+
+def hugetlb_fault(vma: VMA, page: int, write: bool, cgroup: HugetlbCgroup) -> None:
+    """Fault virtual ``page`` of ``vma`` for read or write; KernelError("SIGBUS") if it fails."""
+    pte = vma.ptes.get(page)
+    if pte is None:
+        hugetlb_no_page(vma, page, write, cgroup)
+    elif write and not pte.writable:
+        hugetlb_wp(vma, page, cgroup)
+
+
+def hugetlb_no_page(vma: VMA, page: int, write: bool, cgroup: HugetlbCgroup) -> None:
+    """No PTE: map the page-cache page, or allocate one (page cache or private anon)."""
+    if vma.unmapped:
+        raise KernelError("SIGBUS", (
+            "the owner of this private mapping took back a page it shared with this process "
+            "after fork (no free page for its copy), so every fault in this mapping SIGBUSes"))
+    inode = vma.inode
+    index = vma.file_index(page)
+    folio = inode.page_cache.get(index)
+    if folio is not None:
+        folio.mapcount += 1
+        vma.ptes[page] = Pte(folio, vma.shared and vma.writable)
+        if write and not vma.shared:
+            hugetlb_wp(vma, page, cgroup)
+        return
+    if index >= inode.i_size:
+        raise KernelError("SIGBUS", (
+            f"page index {index} is beyond the file size of {inode.i_size} pages"))
+    try:
+        folio = alloc_hugetlb_folio(vma, index, False, cgroup)
+    except KernelError as err:
+        raise KernelError("SIGBUS", err.why) from None
+    if vma.shared:
+        hugetlb_add_to_page_cache(inode, index, folio)
+    else:
+        folio.anon = True
+        folio.restore_reserve = False
+    folio.mapcount += 1
+    vma.ptes[page] = Pte(folio, vma.writable and (vma.shared or write))
+
+
+def hugetlb_wp(vma: VMA, page: int, cgroup: HugetlbCgroup) -> None:
+    """Write to a present read-only PTE: reuse the page or copy it (COW).
+
+    The owner of a private reservation copying its own anon page (shared with a child after
+    fork) allocates with ENFORCED; if that fails, it takes the page back from every
+    non-owner private mapping of it (`unmap_ref_private`) and keeps it.
+    """
+    pte = vma.ptes[page]
+    old = pte.folio
+    if vma.shared or (old.anon and old.mapcount == 1):
+        pte.writable = True
+        return
+    cow_from_owner = vma.owner and old.anon
+    index = vma.file_index(page)
+    try:
+        new = alloc_hugetlb_folio(vma, index, cow_from_owner, cgroup)
+    except KernelError as err:
+        if not cow_from_owner:
+            raise KernelError("SIGBUS", err.why) from None
+        unmap_ref_private(vma, page, old)
+        pte.writable = True
+        return
+    new.anon = True
+    new.restore_reserve = False
+    new.mapcount = 1
+    vma.ptes[page] = Pte(new, True)
+    old.mapcount -= 1
+    if old.unused:
+        free_huge_folio(old)
+
+
+def unmap_ref_private(owner: VMA, page: int, folio: Folio) -> None:
+    """Remove ``folio`` from every non-owner private VMA mapping it at the same address."""
+    index = owner.file_index(page)
+    for vma in owner.inode.i_mmap:
+        if vma is owner or vma.shared or vma.owner:
+            continue
+        pte = vma.ptes.get(page)
+        if vma.start <= page < vma.end and vma.file_index(page) == index and (
+                pte is not None and pte.folio is folio):
+            del vma.ptes[page]
+            folio.mapcount -= 1
+            vma.unmapped = True

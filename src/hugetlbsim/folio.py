@@ -1,0 +1,54 @@
+"""Huge pages in use (`struct folio` of a hugetlb page) and `free_huge_folio`.
+
+A folio carries what its freeing needs: whether its allocation consumed a global reservation
+(`restore_reserve`, "RestoreReserve"), the subpool to credit, and the cgroups holding its fault
+charge and, for pages allocated without a reservation, its reservation charge.  Free pages are
+only counts in the `HState`; a folio exists from allocation until its last reference goes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hugetlbsim.hstate import HState
+from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.subpool import HugepageSubpool
+
+
+@dataclass(eq=False)
+class Folio:
+    """One huge page in use: in a page cache, mapped, or both."""
+
+    hstate: HState
+    spool: HugepageSubpool | None
+    cgroup: HugetlbCgroup
+    """Fault charge owner (moved to the parent when the cgroup is removed)."""
+    cgroup_rsvd: HugetlbCgroup | None
+    """Reservation charge owner, only for allocations that used no per-mapping reservation."""
+    restore_reserve: bool = False
+    anon: bool = False
+    in_page_cache: bool = False
+    mapcount: int = 0
+
+    @property
+    def unused(self) -> bool:
+        return self.mapcount == 0 and not self.in_page_cache
+
+
+def free_huge_folio(folio: Folio) -> None:
+    """The last reference went: credit subpool, uncharge cgroups, return to the pool.
+
+    A page that consumed a global reservation gives it back (`resv++`) instead of crediting
+    the subpool; a subpool below its min_size also keeps the reservation (put returns 0).
+    """
+    h = folio.hstate
+    restore = folio.restore_reserve
+    folio.restore_reserve = False
+    if not restore and folio.spool is not None and folio.spool.put_pages(1) == 0:
+        restore = True
+    folio.cgroup.fault.uncharge(1)
+    if folio.cgroup_rsvd is not None:
+        folio.cgroup_rsvd.rsvd.uncharge(1)
+    if restore:
+        h.resv_huge_pages += 1
+    h.enqueue_freed_page()

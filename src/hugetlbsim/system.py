@@ -1,0 +1,600 @@
+"""The `System` facade: one method per scenario-format operation, on the model.
+
+It holds what the kernel's HugeTLB accounting holds (the pool, mounts and their subpools, the
+hugetlb cgroup tree, inodes, processes and their mappings) and applies each operation through
+the flows below it, Linux 6.18 semantics.  Kernel-level failures come back as results
+(``"ENOMEM"``, ``"SIGBUS"``...), with `last_explanation` saying which check refused; calling it
+wrongly (an unknown process or mapping) raises `ScenarioMisuse`.  Names whose introducing step
+failed are remembered as absent and get the kernel's answer for an absent object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from hugetlbsim.errors import KernelError, ScenarioMisuse
+from hugetlbsim.fault import hugetlb_fault
+from hugetlbsim.fileops import (
+    check_fallocate_args,
+    evict_inode,
+    hugetlb_vmtruncate,
+    hugetlbfs_fallocate,
+    hugetlbfs_punch_hole,
+)
+from hugetlbsim.folio import Folio
+from hugetlbsim.hstate import HState, unsigned
+from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.inode import Inode
+from hugetlbsim.reserve import hugetlb_reserve_pages
+from hugetlbsim.resv_map import Policy, ResvMap
+from hugetlbsim.subpool import HugepageSubpool
+from hugetlbsim.unmap import free_batch, unmap_vmas, zap_pages
+from hugetlbsim.vma import VMA, Process, Pte
+
+KERNEL_VERSION = "6.18"
+
+
+@dataclass(eq=False)
+class Mount:
+    """A hugetlbfs mount: its subpool (None without size=/min_size=) and its files."""
+
+    name: str
+    spool: HugepageSubpool | None
+    inodes: list[Inode] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Shm:
+    """A SysV shm segment: its inode, until IPC_RMID."""
+
+    inode: Inode
+    size: int
+
+
+class System:
+    """Everything HugeTLB accounting holds, changed exactly as Linux 6.18 changes it."""
+
+    def __init__(self, pagesize: str = "2M", pool_pages: int = 0, pool_overcommit: int = 0,
+                 policy: Policy = "6.18") -> None:
+        self.pagesize = pagesize
+        self.policy: Policy = policy
+        self.hstate = HState(gigantic=pagesize == "1G")
+        self.root = HugetlbCgroup("root")
+        self.root.nr_tasks = 1
+        self.cgroups: dict[str, HugetlbCgroup] = {"root": self.root}
+        self.procs: dict[str, Process] = {"init": Process("init", self.root)}
+        self.mounts: dict[str, Mount] = {}
+        self.files: dict[str, Inode] = {}
+        """Nameable files: linked hugetlbfs files, and any file whose handle is open."""
+        self.handles: set[str] = set()
+        self.shms: dict[str, Shm] = {}
+        self.inodes: list[Inode] = []
+        self.absent: set[str] = set()
+        self.last_explanation: str | None = None
+        if pool_pages or pool_overcommit:
+            self.pool(pool_pages, pool_overcommit)
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def apply(self, op: str, args: Mapping[str, Any]) -> str:
+        """Run one scenario operation; return its result and keep its explanation."""
+        method: Callable[..., None] | None = getattr(self, op, None)
+        if op.startswith("_") or op in _NOT_OPS or method is None:
+            raise ScenarioMisuse(f"unknown operation {op!r}")
+        self.last_explanation = None
+        try:
+            method(**args)
+        except KernelError as err:
+            self.last_explanation = err.why
+            return err.result
+        return "ok"
+
+    # -- pool, mounts, cgroups -------------------------------------------------------------
+
+    def pool(self, pages: int | None = None, overcommit: int | None = None) -> None:
+        """Write nr_overcommit_hugepages, then nr_hugepages."""
+        if overcommit is not None:
+            if self.hstate.gigantic and overcommit:
+                raise KernelError("EINVAL", "gigantic (1G) pages cannot be overcommitted")
+            self.hstate.nr_overcommit_huge_pages = overcommit
+        if pages is not None:
+            self.hstate.set_max_huge_pages(pages)
+
+    def mount(self, name: str, size: int | None = None, min_size: int | None = None) -> None:
+        """Mount hugetlbfs; size=/min_size= create a subpool (min_size reserves at once)."""
+        spool = None
+        if size is not None or min_size is not None:
+            if size is not None and min_size is not None and min_size > size:
+                self._fail(name, "EINVAL", f"min_size ({min_size}) is larger than size ({size})")
+            spool = HugepageSubpool.new(self.hstate, -1 if size is None else size,
+                                        -1 if min_size is None else min_size)
+            if spool is None:
+                h = self.hstate
+                self._fail(name, "ENOMEM", (
+                    f"min_size={min_size} must be reserved at mount but only "
+                    f"{h.free_huge_pages - h.resv_huge_pages} pages are free and unreserved"))
+        self.mounts[name] = Mount(name, spool)
+        self.absent.discard(name)
+
+    def umount(self, name: str) -> None:
+        """Unmount: EBUSY while a file is open or mapped; else every file goes."""
+        mount = self._lookup(self.mounts, name, "EINVAL", "mount")
+        for inode in mount.inodes:
+            if inode.files or inode.i_mmap:
+                raise KernelError("EBUSY", f"file {inode.name} is still open or mapped")
+        for inode in mount.inodes:
+            self._evict(inode)
+        for path in [p for p, i in self.files.items() if i in mount.inodes]:
+            del self.files[path]
+        del self.mounts[name]
+        if mount.spool is not None:
+            mount.spool.put()
+
+    def cgroup(self, name: str, limit: int | str | None = None,
+               rsvd_limit: int | str | None = None) -> None:
+        """mkdir the cgroup if missing, then write its fault and reservation limits."""
+        cg = self.cgroups.get(name)
+        if cg is None:
+            parent = self.cgroups.get(name.rpartition("/")[0] or "root")
+            if parent is None:
+                self._fail(name, "ENOENT", f"the parent of cgroup {name} does not exist")
+            cg = HugetlbCgroup.child_of(parent, name)
+            self.cgroups[name] = cg
+            self.absent.discard(name)
+        for which, value in (("limit", limit), ("rsvd_limit", rsvd_limit)):
+            if value is None:
+                continue
+            pages = None if value == "max" else int(value)
+            if not cg.set_limit(which, pages):
+                counter = cg.fault if which == "limit" else cg.rsvd
+                raise KernelError("EBUSY", (
+                    f"cannot set {name}'s {which} to {pages}: {counter.usage} pages are charged"))
+
+    def rmdir(self, cgroup: str) -> None:
+        """Remove a cgroup: fault charges move to the parent, reservation charges stay."""
+        cg = self._lookup(self.cgroups, cgroup, "ENOENT", "cgroup")
+        if cg.nr_tasks or cg.children:
+            raise KernelError("EBUSY", f"cgroup {cgroup} still has tasks or child cgroups")
+        assert cg.parent is not None
+        for folio in self._folios():
+            if folio.cgroup is cg:
+                folio.cgroup = cg.parent
+        cg.css_offline()
+        del self.cgroups[cgroup]
+
+    # -- processes -------------------------------------------------------------------------
+
+    def spawn(self, proc: str, cgroup: str = "root") -> None:
+        cg = self._lookup(self.cgroups, cgroup, "ENOENT", "cgroup")
+        self.procs[proc] = Process(proc, cg)
+        cg.nr_tasks += 1
+
+    def attach(self, proc: str, cgroup: str) -> None:
+        """Move a task: its existing charges stay where they are."""
+        task = self._proc(proc)
+        cg = self._lookup(self.cgroups, cgroup, "ENOENT", "cgroup")
+        task.cgroup.nr_tasks -= 1
+        task.cgroup = cg
+        cg.nr_tasks += 1
+
+    def fork(self, proc: str, child: str) -> None:
+        """fork: the child gets every mapping, but private ones without their reservation map.
+
+        Private PTEs are write-protected in both processes and the anon pages shared.
+        """
+        parent = self._proc(proc)
+        kid = Process(child, parent.cgroup)
+        parent.cgroup.nr_tasks += 1
+        for name, pieces in parent.maps.items():
+            copies = []
+            for vma in pieces:
+                copy = VMA(kid, vma.inode, vma.start, vma.end, vma.pgoff, vma.shared,
+                           vma.noreserve, vma.writable, maywrite=vma.maywrite)
+                for page, pte in vma.ptes.items():
+                    if not vma.shared:
+                        pte.writable = False
+                    copy.ptes[page] = Pte(pte.folio, pte.writable)
+                    pte.folio.mapcount += 1
+                vma.inode.i_mmap.append(copy)
+                copies.append(copy)
+            kid.maps[name] = copies
+        self.procs[child] = kid
+
+    def exit(self, proc: str) -> None:
+        """The process exits: all its mappings are zapped, then closed."""
+        task = self._proc(proc)
+        unmap_vmas((vma, vma.start, vma.end) for pieces in task.maps.values() for vma in pieces)
+        task.maps.clear()
+        task.cgroup.nr_tasks -= 1
+        del self.procs[proc]
+        self._reap()
+
+    # -- files -------------------------------------------------------------------------------
+
+    def create(self, file: str, size: int | None = None, proc: str = "init") -> None:
+        """open(O_CREAT) a hugetlbfs file (the scenario keeps the handle), then ftruncate."""
+        mount = self.mounts.get(file.partition("/")[0])
+        if mount is None:
+            self._fail(file, "ENOENT", f"mount {file.partition('/')[0]} does not exist")
+        inode = self._new_inode(file, mount.spool, linked=True, files=1)
+        mount.inodes.append(inode)
+        self._open(file, inode)
+        if size is not None:
+            hugetlb_vmtruncate(inode, size)
+
+    def memfd(self, file: str, size: int | None = None, proc: str = "init") -> None:
+        """memfd_create(MFD_HUGETLB): an unlinked file on the internal mount, no subpool."""
+        inode = self._new_inode(file, None, linked=False, files=1)
+        self._open(file, inode)
+        if size is not None:
+            hugetlb_vmtruncate(inode, size)
+
+    def truncate(self, file: str, size: int, proc: str = "init") -> None:
+        hugetlb_vmtruncate(self._file(file), size)
+
+    def fallocate(self, file: str, offset: int, length: int, keep_size: bool = False,
+                  proc: str = "init") -> None:
+        inode = self._file(file)
+        check_fallocate_args(offset, length)
+        task = self._proc(proc)
+        hugetlbfs_fallocate(inode, offset, length, keep_size, task, task.cgroup)
+
+    def punch(self, file: str, offset: int, length: int, proc: str = "init") -> None:
+        inode = self._file(file)
+        check_fallocate_args(offset, length)
+        hugetlbfs_punch_hole(inode, offset, length)
+
+    def close(self, file: str) -> None:
+        """Close the scenario's handle; an unlinked, unmapped file goes with it."""
+        inode = self._file(file)
+        if file in self.handles:
+            self.handles.discard(file)
+            inode.files -= 1
+        if not inode.linked:
+            del self.files[file]
+        self._reap()
+
+    def unlink(self, file: str) -> None:
+        """Unlink the name; the inode lives while a handle or a mapping holds it."""
+        inode = self._file(file)
+        if not inode.linked:
+            raise KernelError("ENOENT", f"{file} has no name to unlink")
+        inode.linked = False
+        if file not in self.handles:
+            del self.files[file]
+        self._reap()
+
+    # -- SysV shm -------------------------------------------------------------------------
+
+    def shmget(self, shm: str, size: int, noreserve: bool = False, proc: str = "init") -> None:
+        """shmget(SHM_HUGETLB): reserve the whole segment now, charged to ``proc``'s cgroup."""
+        if size <= 0:
+            self._fail(shm, "EINVAL", "a shm segment needs at least one page")
+        inode = self._new_inode(f"shm:{shm}", None, linked=False, files=1)
+        inode.i_size = size
+        if not noreserve:
+            try:
+                hugetlb_reserve_pages(inode, 0, size, None, self._proc(proc).cgroup)
+            except KernelError as err:
+                self.inodes.remove(inode)
+                self._fail(shm, err.result, err.why)
+        self.shms[shm] = Shm(inode, size)
+        self.absent.discard(shm)
+
+    def shmrm(self, shm: str) -> None:
+        """IPC_RMID: the segment goes when its last attachment goes."""
+        seg = self._lookup(self.shms, shm, "EINVAL", "shm")
+        seg.inode.files -= 1
+        del self.shms[shm]
+        self._reap()
+
+    # -- mappings -------------------------------------------------------------------------
+
+    def mmap(self, proc: str, map: str, file: str | None = None, shm: str | None = None,
+             anon: bool = False, offset: int = 0, length: int | None = None,
+             shared: bool = True, noreserve: bool = False, writable: bool = True,
+             populate: bool = False) -> None:
+        """mmap a file, an anonymous MAP_HUGETLB area or (shmat) a shm segment."""
+        task = self._proc(proc)
+        if shm is not None:
+            seg = self.shms.get(shm)
+            if seg is None:
+                self._fail(map, "EINVAL", f"shm segment {shm} does not exist")
+            inode, offset, length, shared, noreserve = seg.inode, 0, seg.size, True, True
+        elif anon:
+            inode = self._new_inode(f"anon:{proc}/{map}", None, linked=False, files=0)
+            inode.i_size = length or 0
+        else:
+            assert file is not None, "mmap needs one of file, shm, anon"
+            if file not in self.files:
+                self._fail(map, "ENOENT", f"file {file} does not exist")
+            inode = self.files[file]
+        if not length:
+            if anon:
+                self.inodes.remove(inode)
+            self._fail(map, "EINVAL", "a mapping needs at least one page")
+        vma = VMA(task, inode, 0, length, offset, shared, noreserve, writable,
+                  maywrite=shm is None or writable)
+        try:
+            hugetlb_reserve_pages(inode, offset, offset + length, vma, task.cgroup)
+        except KernelError as err:
+            if anon:
+                self.inodes.remove(inode)
+            self._fail(map, err.result, err.why)
+        if file is not None and writable and inode.i_size < offset + length:
+            inode.i_size = offset + length
+        inode.i_mmap.append(vma)
+        task.maps[map] = [vma]
+        self.absent.discard(map)
+        if populate:
+            write = writable and not shared
+            try:
+                for page in range(length):
+                    hugetlb_fault(vma, page, write, task.cgroup)
+            except KernelError:
+                pass
+
+    def munmap(self, proc: str, map: str, offset: int = 0, length: int | None = None) -> None:
+        """Unmap part or all of a mapping (offsets relative to the mapping as created)."""
+        task = self._proc(proc)
+        if map not in task.maps:
+            self._absent_map(map, "ok")
+            return
+        end = self._map_end(task, map) if length is None else offset + length
+        pieces = self._carve(task, map, offset, end)
+        unmap_vmas((vma, vma.start, vma.end) for vma in pieces)
+        task.maps[map] = [v for v in task.maps[map] if v not in pieces]
+        if not task.maps[map]:
+            del task.maps[map]
+        self._reap()
+
+    def mprotect(self, proc: str, map: str, offset: int = 0, length: int | None = None,
+                 writable: bool = True) -> None:
+        """Change protection, splitting pieces; ENOMEM at the first unmapped page."""
+        task = self._proc(proc)
+        if map not in task.maps:
+            self._absent_map(map, "ENOMEM")
+        end = self._map_end(task, map) if length is None else offset + length
+        pieces = self._carve(task, map, offset, end)
+        covered = offset
+        for vma in pieces:
+            if vma.start != covered:
+                break
+            vma.writable = writable
+            if not writable:
+                for pte in vma.ptes.values():
+                    pte.writable = False
+            covered = vma.end
+        if covered < end:
+            raise KernelError("ENOMEM", f"page {covered} of {map} is not mapped")
+
+    def touch(self, proc: str, map: str, page: int, count: int = 1, write: bool = True) -> None:
+        """Fault pages in order, as MADV_POPULATE_WRITE/READ would."""
+        task = self._proc(proc)
+        if map not in task.maps:
+            self._absent_map(map, "SIGSEGV")
+        for p in range(page, page + count):
+            vma = self._piece(task, map, p)
+            if vma is None:
+                raise KernelError("SIGSEGV", f"page {p} of {map} is not mapped")
+            if write and not vma.writable:
+                raise KernelError("SIGSEGV", f"page {p} of {map} is mapped read-only")
+            hugetlb_fault(vma, p, write, task.cgroup)
+
+    def madvise(self, proc: str, map: str, page: int, count: int = 1,
+                advice: str = "dontneed") -> None:
+        """MADV_DONTNEED zaps the pages; MADV_REMOVE punches a hole in the shared file."""
+        task = self._proc(proc)
+        if map not in task.maps:
+            self._absent_map(map, "ENOMEM")
+        end = page + count
+        hole = False
+        covered = page
+        for vma in sorted(task.maps[map], key=lambda v: v.start):
+            lo, hi = max(vma.start, page), min(vma.end, end)
+            if lo >= hi:
+                continue
+            hole |= lo > covered
+            covered = hi
+            if advice == "dontneed":
+                freed: list[Folio] = []
+                zap_pages(vma, lo, hi, freed)
+                free_batch(freed)
+            elif not (vma.shared and vma.maywrite):
+                raise KernelError("EACCES", "MADV_REMOVE needs a shared writable mapping")
+            else:
+                hugetlbfs_punch_hole(vma.inode, vma.file_index(lo), hi - lo)
+        if hole or covered < end:
+            raise KernelError("ENOMEM", f"part of pages {page}..{end - 1} of {map} is not mapped")
+
+    # -- observation ----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every counter of the trace ``state``; files also carry their region list."""
+        h = self.hstate
+        return {
+            "total": unsigned(h.nr_huge_pages),
+            "free": unsigned(h.free_huge_pages),
+            "rsvd": unsigned(h.resv_huge_pages),
+            "surp": unsigned(h.surplus_huge_pages),
+            "nr_hugepages": h.max_huge_pages,
+            "cgroups": {name: _cgroup_state(cg) for name, cg in self.cgroups.items()},
+            "mounts": {name: {"free": None if m.spool is None else m.spool.statfs_free()}
+                       for name, m in self.mounts.items()},
+            "files": {name: {"blocks": inode.i_blocks, "size": inode.i_size,
+                             "regions": [[r.from_, r.to, _info_name(r.info)]
+                                         for r in inode.resv_map.regions()]}
+                      for name, inode in self.files.items()
+                      if inode.linked or name.startswith("memfd:")},
+        }
+
+    def check_invariants(self) -> None:
+        """Assert what must hold after every operation (AssertionError names what broke)."""
+        h = self.hstate
+        h.check()
+        for mount in self.mounts.values():
+            sp = mount.spool
+            if sp is not None:
+                assert sp.used_hpages >= 0 and sp.rsv_hpages >= 0, f"subpool {mount.name}: {sp}"
+                assert sp.max_hpages == -1 or sp.used_hpages <= sp.max_hpages, f"{sp}"
+                assert sp.min_hpages == -1 or sp.rsv_hpages <= sp.min_hpages, f"{sp}"
+        for cg in self.cgroups.values():
+            cg.check()
+        vmas = [v for p in self.procs.values() for pieces in p.maps.values() for v in pieces]
+        folios = self._folios()
+        outstanding = 0
+        for inode in self.inodes:
+            inode.resv_map.check()
+            assert inode.i_blocks == len(inode.page_cache), f"{inode.name}: i_blocks off"
+            for index in inode.page_cache:
+                assert inode.resv_map.region_count(index, index + 1) == 1, (
+                    f"{inode.name}: page {index} is cached but not in the reservation map")
+            outstanding += sum(r.to - r.from_ for r in inode.resv_map.regions())
+            outstanding -= len(inode.page_cache)
+            assert set(inode.i_mmap) <= set(vmas), f"{inode.name}: i_mmap has dead VMAs"
+        for vma in vmas:
+            assert vma in vma.inode.i_mmap, f"a VMA of {vma.inode.name} is not in its i_mmap"
+            if vma.resv is not None:
+                vma.resv.map.check()
+            if vma.private_owner:
+                assert vma.resv is not None
+                f, t = vma.file_index(vma.start), vma.file_index(vma.end)
+                outstanding += (t - f) - vma.resv.map.region_count(f, t)
+            for page, pte in vma.ptes.items():
+                assert vma.start <= page < vma.end, "PTE outside its VMA"
+                assert pte.folio.mapcount > 0
+        pending = sum(1 for f in folios if f.restore_reserve)
+        min_rsv = sum(m.spool.rsv_hpages for m in self.mounts.values() if m.spool is not None)
+        assert h.resv_huge_pages == outstanding + min_rsv - pending, (
+            f"Rsvd {h.resv_huge_pages} != outstanding reservations {outstanding} + subpool "
+            f"min reserves {min_rsv} - pages about to restore theirs {pending}")
+        assert len(folios) == h.nr_huge_pages - h.free_huge_pages, (
+            f"{len(folios)} pages in use but Total - Free = {h.nr_huge_pages - h.free_huge_pages}")
+        for cg in self.cgroups.values():
+            self._check_charges(cg, folios, vmas)
+
+    def _check_charges(self, cg: HugetlbCgroup, folios: list[Folio], vmas: list[VMA]) -> None:
+        """A cgroup's usage is the sum of the charges outstanding in its subtree."""
+        def below(owner: HugetlbCgroup | None) -> bool:
+            while owner is not None:
+                if owner is cg:
+                    return True
+                owner = owner.parent
+            return False
+
+        fault = sum(1 for f in folios if below(f.cgroup))
+        rsvd = sum(1 for f in folios if below(f.cgroup_rsvd))
+        for inode in self.inodes:
+            rsvd += sum(r.to - r.from_ for r in inode.resv_map.regions() if
+                        isinstance(r.info, HugetlbCgroup) and below(r.info))
+        rsvd += sum(v.end - v.start for v in vmas
+                    if v.private_owner and v.resv is not None and below(v.resv.cgroup))
+        assert cg.fault.usage == fault, f"{cg.name}: fault usage {cg.fault.usage} != {fault}"
+        assert cg.rsvd.usage == rsvd, f"{cg.name}: rsvd usage {cg.rsvd.usage} != {rsvd}"
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _fail(self, name: str, result: str, why: str) -> NoReturn:
+        """An introducing step failed: the name is absent from now on."""
+        self.absent.add(name)
+        raise KernelError(result, why)
+
+    def _absent_map(self, map: str, result: str) -> None:
+        if map not in self.absent:
+            raise ScenarioMisuse(f"unknown mapping {map!r}")
+        if result != "ok":
+            raise KernelError(result, f"mapping {map} does not exist (its mmap failed)")
+
+    def _lookup(self, table: Mapping[str, Any], name: str, result: str, kind: str) -> Any:
+        if name in table:
+            return table[name]
+        if name in self.absent:
+            raise KernelError(result, f"{kind} {name} does not exist (its creation failed)")
+        raise ScenarioMisuse(f"unknown {kind} {name!r}")
+
+    def _proc(self, name: str) -> Process:
+        task: Process = self._lookup(self.procs, name, "ESRCH", "process")
+        return task
+
+    def _file(self, name: str) -> Inode:
+        inode: Inode = self._lookup(self.files, name, "ENOENT", "file")
+        return inode
+
+    def _new_inode(self, name: str, spool: HugepageSubpool | None, *, linked: bool,
+                   files: int) -> Inode:
+        inode = Inode(name, self.hstate, spool, ResvMap(self.policy), linked=linked,
+                      files=files)
+        self.inodes.append(inode)
+        return inode
+
+    def _open(self, name: str, inode: Inode) -> None:
+        self.files[name] = inode
+        self.handles.add(name)
+        self.absent.discard(name)
+
+    def _evict(self, inode: Inode) -> None:
+        evict_inode(inode)
+        self.inodes.remove(inode)
+
+    def _reap(self) -> None:
+        """Evict every inode nothing holds any more (last close, unmap, detach or RMID)."""
+        for inode in [i for i in self.inodes if not i.in_use]:
+            self._evict(inode)
+            for mount in self.mounts.values():
+                if inode in mount.inodes:
+                    mount.inodes.remove(inode)
+
+    def _folios(self) -> list[Folio]:
+        """Every page in use (the hstate's active list)."""
+        seen: dict[int, Folio] = {}
+        for inode in self.inodes:
+            for folio in inode.page_cache.values():
+                seen[id(folio)] = folio
+        for task in self.procs.values():
+            for pieces in task.maps.values():
+                for vma in pieces:
+                    for pte in vma.ptes.values():
+                        seen[id(pte.folio)] = pte.folio
+        return list(seen.values())
+
+    def _map_end(self, task: Process, map: str) -> int:
+        return max(v.end for v in task.maps[map])
+
+    def _piece(self, task: Process, map: str, page: int) -> VMA | None:
+        return next((v for v in task.maps[map] if v.start <= page < v.end), None)
+
+    def _carve(self, task: Process, map: str, start: int, end: int) -> list[VMA]:
+        """Split the mapping's pieces at ``start`` and ``end``; return those inside, in order."""
+        for at in (start, end):
+            vma = self._piece(task, map, at)
+            if vma is not None and vma.start < at:
+                task.maps[map].append(_split(vma, at))
+        return sorted((v for v in task.maps[map] if start <= v.start and v.end <= end),
+                      key=lambda v: v.start)
+
+
+def _split(vma: VMA, at: int) -> VMA:
+    """Split a VMA at virtual page ``at``: the new upper piece shares the reservation map."""
+    upper = VMA(vma.mm, vma.inode, at, vma.end, vma.file_index(at), vma.shared, vma.noreserve,
+                vma.writable, vma.maywrite, vma.resv, vma.owner, vma.unmapped)
+    upper.ptes = {p: pte for p, pte in vma.ptes.items() if p >= at}
+    vma.ptes = {p: pte for p, pte in vma.ptes.items() if p < at}
+    vma.end = at
+    vma.inode.i_mmap.append(upper)
+    return upper
+
+
+def _cgroup_state(cg: HugetlbCgroup) -> dict[str, int | None]:
+    return {"usage": cg.fault.usage, "rsvd": cg.rsvd.usage,
+            "max_usage": cg.fault.watermark, "rsvd_max_usage": cg.rsvd.watermark,
+            "failcnt": cg.fault.failcnt, "rsvd_failcnt": cg.rsvd.failcnt,
+            "limit": cg.fault.limit, "rsvd_limit": cg.rsvd.limit}
+
+
+def _info_name(info: object) -> str | None:
+    return info.name if isinstance(info, HugetlbCgroup) else None
+
+
+_NOT_OPS = frozenset({"apply", "snapshot", "check_invariants"})

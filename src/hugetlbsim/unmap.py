@@ -1,0 +1,70 @@
+"""Tearing mappings down: page table zaps and VMA closes (mm/hugetlb.c, mm/vma.c).
+
+munmap and exit first zap the page tables of every VMA piece involved
+(`__unmap_hugepage_range`), then free the pages whose last reference went (the TLB batch),
+then close the pieces (`hugetlb_vm_op_close`).  MADV_DONTNEED, truncation and hole punch zap
+without closing.  Since v6.8 a zap of an owner's private anon page gives its reservation back
+(the index's "consumed" marker is removed and the page restores `resv` when freed), but only
+while the pool has no surplus page at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from hugetlbsim.folio import Folio, free_huge_folio
+from hugetlbsim.reserve import hugetlb_vm_op_close, vma_add_reservation, vma_needs_reservation
+from hugetlbsim.vma import VMA
+
+
+def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio]) -> None:
+    """`__unmap_hugepage_range` over virtual pages ``[start, end)`` of ``vma``.
+
+    Pages whose last reference goes are appended to ``freed``; the caller frees them once
+    every zap of the operation is done, as the TLB batch does.
+    """
+    h = vma.inode.hstate
+    for page in sorted(p for p in vma.ptes if start <= p < end):
+        folio = vma.ptes.pop(page).folio
+        if not h.surplus_huge_pages and vma.private_owner and folio.anon:
+            folio.restore_reserve = True
+            index = vma.file_index(page)
+            # Without a marker to remove (rc == 0) the kernel neither adds nor ends: the
+            # private map keeps one add in progress (invisible to every counter).
+            if vma_needs_reservation(vma, index):
+                vma_add_reservation(vma, index)
+        folio.mapcount -= 1
+        if folio.unused:
+            freed.append(folio)
+
+
+def free_batch(freed: Iterable[Folio]) -> None:
+    """Flush the TLB batch: free every page whose last reference went."""
+    for folio in freed:
+        free_huge_folio(folio)
+
+
+def unmap_vmas(pieces: Iterable[tuple[VMA, int, int]]) -> None:
+    """munmap/exit: zap each (vma, start, end), free the batch, then close each VMA.
+
+    Each ``vma`` is a whole piece already split at the range's edges by the caller.
+    """
+    pieces = list(pieces)
+    freed: list[Folio] = []
+    for vma, start, end in pieces:
+        zap_pages(vma, start, end, freed)
+    free_batch(freed)
+    for vma, _, _ in pieces:
+        hugetlb_vm_op_close(vma)
+        vma.inode.i_mmap.remove(vma)
+
+
+def zap_file_range(vmas: Iterable[VMA], start_index: int, end_index: int) -> None:
+    """`hugetlb_vmdelete_list`: zap file indexes ``[start, end)`` from every VMA of a file."""
+    freed: list[Folio] = []
+    for vma in vmas:
+        lo = max(vma.start, vma.virtual_page(start_index))
+        hi = min(vma.end, vma.virtual_page(end_index))
+        if lo < hi:
+            zap_pages(vma, lo, hi, freed)
+    free_batch(freed)
