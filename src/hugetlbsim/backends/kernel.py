@@ -24,6 +24,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import FrameType
@@ -54,8 +55,25 @@ _CG_COUNTERS = (
 )
 _ADVICE = {"dontneed": ks.MADV_DONTNEED, "remove": ks.MADV_REMOVE}
 
+LOCK_FILE = "hugetlbsim.lock"
 _LIVE: set[str] = set()
 """Run directories of this process's open sessions (not leftovers)."""
+
+
+def acquire_lock(path: str, timeout: float) -> int:
+    """Take the machine-wide session lock (flock), waiting up to `timeout` seconds."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise BackendUnavailable(
+                    f"another hugetlbsim kernel session is running (lock {path})") from None
+            time.sleep(0.05)
 
 
 class KernelNotClean(RuntimeError):
@@ -105,11 +123,14 @@ class KernelBackend:
 
     name = "kernel"
 
-    def __init__(self, max_pages: int = 64, tmpdir: str = "/tmp") -> None:
+    def __init__(self, max_pages: int = 64, tmpdir: str = "/tmp",
+                 lock_timeout: float = 0.0) -> None:
         self.max_pages = max_pages
         """Refuse scenarios whose pool (pages + overcommit) could exceed this."""
         self.tmpdir = tmpdir
         """Where run directories and the lock file live (leftovers are looked for here)."""
+        self.lock_timeout = lock_timeout
+        """Seconds to wait for another session (of any process) to finish; 0 refuses at once."""
 
     def version(self) -> str:
         """``uname -r``."""
@@ -119,7 +140,7 @@ class KernelBackend:
         """Check the machine and the scenario, clean leftovers, build the initial system."""
         _check_scenario(scenario, self.max_pages)
         _check_machine()
-        return KernelSession(scenario, self.tmpdir)
+        return KernelSession(scenario, self.tmpdir, self.lock_timeout)
 
 
 @dataclass
@@ -164,7 +185,7 @@ class _File:
 class KernelSession:
     """One scenario on the live kernel (see the module docstring)."""
 
-    def __init__(self, scenario: Scenario, tmpdir: str) -> None:
+    def __init__(self, scenario: Scenario, tmpdir: str, lock_timeout: float = 0.0) -> None:
         self._closed = False
         self._procs: dict[str, _Proc] = {}
         self._files: dict[str, _File] = {}
@@ -172,13 +193,7 @@ class KernelSession:
         self._cgroups: list[str] = []
         self._shms: dict[str, tuple[int, int]] = {}
         self._old_sigterm: Any = None
-        self._lock_fd = os.open(os.path.join(tmpdir, "hugetlbsim.lock"),
-                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise BackendUnavailable("another hugetlbsim kernel session is running") from None
+        self._lock_fd = acquire_lock(os.path.join(tmpdir, LOCK_FILE), lock_timeout)
         self._rec: RunRecord | None = None
         atexit.register(self.close)
         try:
@@ -281,6 +296,18 @@ class KernelSession:
             return
         self._closed = True
         atexit.unregister(self.close)
+        # Ctrl-C or SIGTERM must not cut the teardown short; they are delivered afterwards.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            problems = self._teardown()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if problems:
+            msg = "hugetlbsim kernel teardown is NOT clean: " + "; ".join(problems)
+            print(msg, file=sys.stderr)
+            raise KernelNotClean(msg)
+
+    def _teardown(self) -> list[str]:
         problems: list[str] = []
         for proc in self._procs.values():
             try:
@@ -303,10 +330,7 @@ class KernelSession:
                 problems.append("mounts left: " + ", ".join(ours))
         self._restore_sigterm()
         os.close(self._lock_fd)
-        if problems:
-            msg = "hugetlbsim kernel teardown is NOT clean: " + "; ".join(problems)
-            print(msg, file=sys.stderr)
-            raise KernelNotClean(msg)
+        return problems
 
     def __enter__(self) -> KernelSession:
         return self
