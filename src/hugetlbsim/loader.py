@@ -562,26 +562,28 @@ class _Loader:
 
     def op_munmap(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
         key = self.key("map", args["map"], args)
-        if self.span(key, args, "offset", "length", pos_of) == (0, self.live[key].length):
+        if self.span(key, args, ("offset", "length"), given, pos_of) == (0, self.live[key].length):
             self.end(key, line)
 
     def op_mprotect(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        self.span(self.key("map", args["map"], args), args, "offset", "length", pos_of)
+        self.span(self.key("map", args["map"], args), args, ("offset", "length"), given, pos_of)
 
     def op_touch(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        self.span(self.key("map", args["map"], args), args, "page", "count", pos_of)
+        self.span(self.key("map", args["map"], args), args, ("page", "count"), given, pos_of)
 
     op_madvise = op_touch
 
-    def span(self, key: Key, args: Mapping[str, Any], start_arg: str, count_arg: str,
+    def span(self, key: Key, args: Mapping[str, Any], names: tuple[str, str], given: set[str],
              pos_of: PosOf) -> tuple[int, int]:
-        """Check the step's pages ``[start, end)`` (no count: to the end) lie in the mapping."""
+        """Check the step's pages ``[start, end)`` (no count: to the end) lie in the mapping;
+        ``names`` are the arguments holding start and count."""
         live = self.live[key]
-        start: int = args[start_arg]
-        count: int | None = args[count_arg]
+        start: int = args[names[0]]
+        count: int | None = args[names[1]]
         end = max(start, live.length) if count is None else start + count
         if end > live.length:
-            self.fail(pos_of(start_arg if count is None or start > live.length else count_arg),
+            blamed = names[1] if names[1] in given and start <= live.length else names[0]
+            self.fail(pos_of(blamed),
                       f"pages [{start}, {end}) are outside {self.label(key)}, which has pages "
                       f"[0, {live.length}) as created at line {live.line}; keep the range "
                       f"within [0, {live.length})")
