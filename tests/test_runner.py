@@ -58,7 +58,8 @@ class FakeSession:
         if self.limit is not None or self.backend.name == "kernel":
             cgroups["a"] = {**cgroups["root"], "limit": self.limit}
         return {"total": self.total, "free": self.free, "rsvd": self.rsvd, "surp": 0,
-                "nr_hugepages": self.total, "cgroups": cgroups, "mounts": {},
+                "nr_hugepages": self.total, "cgroups": cgroups,
+                "mounts": {"hp": {"free": None}, "sized": {"free": 3}},
                 "files": {"hp/f": {"blocks": 0, "size": 4, self.backend.name: True}}}
 
     def explain(self) -> str | None:

@@ -30,6 +30,7 @@ from hugetlbsim.loader import (
     load,
     yaml_rt,
 )
+from hugetlbsim.resv_map import POLICIES, Policy
 from hugetlbsim.runner import (
     ABSENT,
     WATERMARKS,
@@ -45,23 +46,21 @@ from hugetlbsim.runner import (
 from hugetlbsim.scenario import CGROUP_KEYS, POOL_KEYS
 
 EXIT_FAILED, EXIT_SCENARIO, EXIT_UNAVAILABLE, EXIT_INTERNAL = 1, 2, 3, 4
-POLICIES = ("6.18", "v7")
-"""The model's semantics: the 6.18 kernel, or the proposed v7 accounting."""
 
 
-def _model(policy: str) -> Backend:
+def _model(policy: Policy) -> Backend:
     from hugetlbsim.backends.model import ModelBackend
 
     return ModelBackend(policy)
 
 
-def _kernel(policy: str) -> Backend:
+def _kernel(policy: Policy) -> Backend:
     from hugetlbsim.backends.kernel import KernelBackend
 
     return KernelBackend()
 
 
-BACKENDS: dict[str, Callable[[str], Backend]] = {"model": _model, "kernel": _kernel}
+BACKENDS: dict[str, Callable[[Policy], Backend]] = {"model": _model, "kernel": _kernel}
 """Backend name → factory taking the model policy (imported lazily: the kernel backend
 needs the live system only when it is used)."""
 
@@ -116,7 +115,7 @@ def _err() -> Console:
 _backend_option = click.option("--backend", type=click.Choice(sorted(BACKENDS)),
                                default="model", show_default=True)
 _policy_option = click.option("--policy", type=click.Choice(POLICIES), default=POLICIES[0],
-                              show_default=True, help="The model's semantics.")
+                              show_default=True, help="The model's reservation-map policy.")
 
 
 @main.command("run")
@@ -125,7 +124,8 @@ _policy_option = click.option("--policy", type=click.Choice(POLICIES), default=P
 @_policy_option
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON trace.")
 @click.pass_context
-def run_command(ctx: click.Context, file: str, backend: str, policy: str, as_json: bool) -> None:
+def run_command(ctx: click.Context, file: str, backend: str, policy: Policy,
+                as_json: bool) -> None:
     """Run a scenario; exit 1 if an expectation fails."""
     scenario = load(file)
     trace = run(scenario, BACKENDS[backend](policy))
@@ -205,7 +205,7 @@ def _limit(key: str, value: Any) -> str:
 @click.option("--steps", "max_steps", type=click.IntRange(min=1), default=3, show_default=True,
               help="Differing steps shown per scenario.")
 @click.pass_context
-def diff_command(ctx: click.Context, files: Sequence[str], policy: str, watermarks: bool,
+def diff_command(ctx: click.Context, files: Sequence[str], policy: Policy, watermarks: bool,
                  max_steps: int) -> None:
     """Run scenarios on the model and the kernel; exit 1 if any differ (2 if one cannot load)."""
     model, kernel = BACKENDS["model"](policy), BACKENDS["kernel"](policy)
@@ -229,7 +229,7 @@ def diff_command(ctx: click.Context, files: Sequence[str], policy: str, watermar
         out.print(f"{file}: differs from step {first.index} (line {first.line}), "
                   f"{len(diffs)} steps in all", style="bold red", highlight=False, markup=False)
         out.print(diff_table(diffs[:max_steps]))
-    summary = f"{len(files)} scenarios: {same} same, {differ} differ"
+    summary = f"{len(files)} scenario{'s' * (len(files) != 1)}: {same} same, {differ} differ"
     click.echo(summary + (f", {broken} with scenario errors" if broken else ""))
     if broken or differ:
         ctx.exit(EXIT_SCENARIO if broken else EXIT_FAILED)
@@ -258,8 +258,12 @@ def record_command(file: str) -> None:
     doc, indent, block_seq_indent = load_yaml_guess_indent(path.read_text(encoding="utf-8"))
     for item, step in zip(doc["steps"] or (), trace.steps, strict=True):
         fresh = expect_node(recorded_expect(step, item.get("expect")))
-        if isinstance(item.get("expect"), CommentedMap):
-            merge_expect(item["expect"], fresh)
+        old = item.get("expect")
+        if isinstance(old, CommentedMap):
+            for node in (old, *(old[k] for k in SECTION_KEYS
+                                if isinstance(old.get(k), CommentedMap))):
+                node.fa.set_block_style()  # record adds many keys: one a line, as expect_node
+            merge_expect(old, fresh)
         else:
             item["expect"] = fresh
     yaml = yaml_rt()
@@ -300,8 +304,8 @@ def _pick(counters: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
 
 
 def merge_expect(node: CommentedMap, fresh: Mapping[str, Any]) -> None:
-    """Make ``node`` hold ``fresh``'s values in place, keeping its comments, order and the
-    spelling of equal values (``max`` for null, hex...)."""
+    """Make ``node`` hold ``fresh``'s values in ``fresh``'s order, in place: comments stay with
+    their keys, and equal values keep their spelling (``max`` for null, hex...)."""
     for key in [k for k in node if k not in fresh]:
         del node[key]
     for key, value in fresh.items():
@@ -310,6 +314,7 @@ def merge_expect(node: CommentedMap, fresh: Mapping[str, Any]) -> None:
             merge_expect(old, value)
         elif key not in node or isinstance(value, Mapping) or normalized(old) != normalized(value):
             node[key] = value
+        node.move_to_end(key)
 
 
 def write_atomically(path: Path, text: str) -> None:
