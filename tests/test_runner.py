@@ -18,8 +18,8 @@ U64 = 1 << 64
 class FakeSession:
     """A toy pool: mmap reserves ``length`` pages (ENOMEM beyond the free ones), touch faults.
 
-    ``skew`` is added to Rsvd after every step, to make a second backend disagree; a step whose
-    op is in ``crash_on`` raises, to test error handling.
+    ``skew`` is added to Rsvd after every step and ``extra_cgroup`` shows a cgroup ``a``, to make
+    a second backend disagree; a step whose op is in ``crash_on`` raises.
     """
 
     def __init__(self, scenario: Scenario, backend: FakeBackend) -> None:
@@ -55,7 +55,7 @@ class FakeSession:
         cgroups = {"root": {"usage": self.usage, "rsvd": self.rsvd, "max_usage": self.usage,
                             "rsvd_max_usage": self.rsvd + self.backend.skew, "limit": None,
                             "rsvd_limit": None, "failcnt": 0, "rsvd_failcnt": 0}}
-        if self.limit is not None or self.backend.name == "kernel":
+        if self.limit is not None or self.backend.extra_cgroup:
             cgroups["a"] = {**cgroups["root"], "limit": self.limit}
         return {"total": self.total, "free": self.free, "rsvd": self.rsvd, "surp": 0,
                 "nr_hugepages": self.total, "cgroups": cgroups,
@@ -72,9 +72,11 @@ class FakeSession:
 class FakeBackend:
     """A `Backend` over `FakeSession`; remembers its sessions."""
 
-    def __init__(self, name: str = "model", skew: int = 0, crash_on: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str = "model", skew: int = 0, crash_on: tuple[str, ...] = (),
+                 extra_cgroup: bool = False) -> None:
         self.name = name
         self.skew = skew
+        self.extra_cgroup = extra_cgroup
         self.crash_on = crash_on
         self.sessions: list[FakeSession] = []
 
@@ -181,7 +183,7 @@ def test_compare_same_ignores_watermarks_and_backend_only_keys() -> None:
 def test_compare_reports_results_counters_and_presence() -> None:
     text = SCENARIO.replace("pages: 8", "pages: 4")
     model = run(load_text(text), FakeBackend("model"))
-    kernel = run(load_text(text), FakeBackend("kernel", skew=1))
+    kernel = run(load_text(text), FakeBackend("kernel", skew=1, extra_cgroup=True))
     diffs = compare(model, kernel)
     assert [d.index for d in diffs] == [0, 1, 2, 3]
     assert diffs[0].differences == (Difference("rsvd", 0, 1), Difference("cgroup.root.rsvd", 0, 1),
