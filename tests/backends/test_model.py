@@ -1,0 +1,85 @@
+"""The model backend: a `System` behind the Backend/Session interface, through the runner."""
+
+from __future__ import annotations
+
+import pytest
+
+from hugetlbsim.backends.model import ModelBackend
+from hugetlbsim.loader import load_text
+from hugetlbsim.runner import compare, run
+from hugetlbsim.system import System
+
+P01A = """\
+format: 1
+name: p01a
+pool: {pages: 8}
+steps:
+  - mount: {name: hp}
+  - create: {file: hp/f, size: 4}
+  - spawn: {proc: p1}
+  - mmap: {proc: p1, map: m, file: hp/f, length: 4}
+    expect: {result: ok, total: 8, free: 8, rsvd: 4, surp: 0}
+  - touch: {proc: p1, map: m, page: 0}
+    expect: {free: 7, rsvd: 3}
+  - touch: {proc: p1, map: m, page: 1, write: false}
+    expect: {free: 6, rsvd: 2}
+  - madvise: {proc: p1, map: m, page: 0, advice: dontneed}
+    expect: {free: 6, rsvd: 2}
+  - munmap: {proc: p1, map: m}
+    expect: {free: 6, rsvd: 2, file: {hp/f: {blocks: 2, size: 4}}}
+  - close: {file: hp/f}
+  - truncate: {file: hp/f, size: 1}
+    expect: {result: ok, free: 7, rsvd: 0, file: {hp/f: {blocks: 1, size: 1}}}
+  - mmap: {proc: p1, map: big, anon: true, length: 9}
+    expect: {result: ENOMEM, rsvd: 0}
+"""
+
+
+def test_names_and_version() -> None:
+    backend = ModelBackend()
+    assert (backend.name, backend.version(), backend.policy) == ("model", "6.18", "6.18")
+
+
+def test_session_starts_as_the_scenario_says() -> None:
+    scenario = load_text("format: 1\npagesize: 1G\npool: {pages: 3}\nsteps: []\n")
+    session = ModelBackend("v7").open(scenario)
+    assert (session.system.pagesize, session.system.policy) == ("1G", "v7")
+    state = session.state()
+    assert (state["total"], state["free"], state["nr_hugepages"]) == (3, 3, 3)
+    assert list(state["cgroups"]) == ["root"]
+
+
+def test_measured_sequence_runs_clean() -> None:
+    trace = run(load_text(P01A), ModelBackend())
+    assert trace.failures == []
+    assert trace.steps[0].state == {
+        "total": 8, "free": 8, "rsvd": 0, "surp": 0, "nr_hugepages": 8,
+        "cgroups": {"root": {"usage": 0, "rsvd": 0, "max_usage": 0, "rsvd_max_usage": 0,
+                             "failcnt": 0, "rsvd_failcnt": 0, "limit": None,
+                             "rsvd_limit": None}},
+        "mounts": {"hp": {"free": None}}, "files": {}}
+    assert trace.steps[-1].explain, "a refused mmap is explained"
+    assert "regions" in trace.steps[3].state["files"]["hp/f"]
+
+
+def test_regions_are_not_compared() -> None:
+    model = run(load_text(P01A), ModelBackend())
+    other = run(load_text(P01A), ModelBackend())
+    for step in other.steps:
+        for file in step.state["files"].values():
+            del file["regions"]
+    assert compare(model, other) == []
+
+
+def test_invariants_checked_after_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def check(system: System) -> None:
+        calls.append(system.hstate.resv_huge_pages)
+        if len(calls) == 4:
+            raise AssertionError("broken")
+
+    monkeypatch.setattr(System, "check_invariants", check)
+    with pytest.raises(AssertionError, match="broken"):
+        run(load_text(P01A), ModelBackend())
+    assert calls == [0, 0, 0, 4]
