@@ -69,6 +69,7 @@ _ADVICE = ("dontneed", "remove")
 _EXAMPLE: dict[str, str] = {
     "int": "4", "bool": "true", "limit": "4 or max", "advice": "dontneed", "proc": "p1",
     "map": "m", "file": "hp/f", "memfd": "memfd:f", "shm": "s", "cgroup": "a", "mount": "hp",
+    "name": "hp",
 }
 _KEY_KIND = {"memfd": "file"}
 """Both kinds of file share one namespace of live names."""
@@ -100,10 +101,10 @@ def load(path: str | Path) -> Scenario:
 
 def load_text(text: str, path: str = "<scenario>") -> Scenario:
     """Validate scenario YAML given as text; ``path`` names it in error messages."""
-    return _Loader(path).scenario(parse_yaml(text, path))
+    return _Loader(path).scenario(_parse(text, path))
 
 
-def parse_yaml(text: str, path: str) -> Any:
+def _parse(text: str, path: str) -> Any:
     """Round-trip parse (positions and comments kept), YAML errors as `ScenarioError`."""
     try:
         return yaml_rt().load(text)
@@ -114,17 +115,23 @@ def parse_yaml(text: str, path: str) -> Any:
         raise ScenarioError(path, line, col, f"{problem}; fix the YAML syntax here") from None
 
 
+class _Representer(RoundTripRepresenter):
+    """Round-trip output that writes null as ``null`` rather than as nothing."""
+
+    def represent_none(self, data: None) -> Any:
+        return self.represent_scalar("tag:yaml.org,2002:null", "null")
+
+
+_Representer.add_representer(type(None), _Representer.represent_none)
+
+
 def yaml_rt() -> YAML:
     """The project's YAML reader/writer: round-trip, block lists indented under their key."""
     yaml = YAML(typ="rt")
+    yaml.Representer = _Representer
     yaml.indent(mapping=2, sequence=4, offset=2)
     yaml.width = 4096
-    yaml.representer.add_representer(type(None), _represent_null)
     return yaml
-
-
-def _represent_null(representer: RoundTripRepresenter, _: None) -> Any:
-    return representer.represent_scalar("tag:yaml.org,2002:null", "null")
 
 
 def given_args(op: str, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -382,7 +389,7 @@ class _Loader:
         if isinstance(value, str):
             if pattern.fullmatch(value):
                 return str(value)
-            fix = f"write e.g. {_EXAMPLE.get(kind, 'x')!r}"
+            fix = f"write e.g. {_EXAMPLE[kind]!r}"
         else:
             fix = f"quote it ('{plain(value)}') if it is meant as a name"
         self.fail(pos, f"{what} must be a name ({spelled}), not {plain(value)!r}; {fix}")
