@@ -23,7 +23,7 @@ import pytest
 from hugetlbsim.backends.base import BackendUnavailable
 from hugetlbsim.backends.kernel import LOCK_FILE, KernelBackend, KernelSession, acquire_lock
 from hugetlbsim.loader import load_text
-from hugetlbsim.scenario import Scenario
+from hugetlbsim.scenario import OPS, Scenario
 
 
 def _unavailable() -> str | None:
@@ -458,6 +458,29 @@ def test_harness_semantics() -> None:
           - rmdir: {cgroup: a}
             expect: {result: EBUSY}
     """)
+
+
+def _args(op: str, **given: Any) -> dict[str, Any]:
+    """Every argument of ``op`` with its default, as the loader passes them."""
+    return {arg.name: given.get(arg.name, arg.default) for arg in OPS[op]}
+
+
+def test_absent_process_and_busy_mount() -> None:
+    """A spawn refused by its cgroup leaves no process (ESRCH later, charge-free file operations
+    still run); a mount over one that refused to go (EBUSY) is torn down layer by layer."""
+    with _backend().open(Scenario(steps=(), pool_pages=4)) as session:
+        assert session.apply("spawn", _args("spawn", proc="p", cgroup="nope")) == "ENOENT"
+        assert session.apply("mmap", _args("mmap", proc="p", map="m", anon=True,
+                                            length=1)) == "ESRCH"
+        assert session.apply("exit", _args("exit", proc="p")) == "ESRCH"
+        assert session.apply("mount", _args("mount", name="hp")) == "ok"
+        assert session.apply("create", _args("create", file="hp/f", size=2, proc="p")) == "ok"
+        assert session.apply("fallocate", _args("fallocate", file="hp/f", offset=0, length=1,
+                                                proc="p")) == "ESRCH"
+        assert session.apply("umount", _args("umount", name="hp")) == "EBUSY"
+        assert session.apply("mount", _args("mount", name="hp", size=2)) == "ok"
+        assert session.state()["mounts"] == {"hp": {"free": 2}}
+        assert session.apply("umount", _args("umount", name="gone")) == "EINVAL"
 
 
 def test_refusals() -> None:

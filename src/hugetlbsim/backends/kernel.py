@@ -39,7 +39,7 @@ from hugetlbsim.backends.kernel_cleanup import (
     clean_leftovers,
     cleanup,
 )
-from hugetlbsim.backends.kernel_worker import Worker
+from hugetlbsim.backends.kernel_worker import Worker, handle
 from hugetlbsim.scenario import Scenario
 
 HP = ks.PAGE_2M
@@ -53,6 +53,9 @@ _CG_COUNTERS = (
     ("max_usage", "max_usage_in_bytes", HP), ("rsvd_max_usage", "rsvd.max_usage_in_bytes", HP),
     ("failcnt", "failcnt", 1), ("rsvd_failcnt", "rsvd.failcnt", 1),
 )
+_CHARGE_FREE = frozenset({"create", "memfd", "truncate", "punch"})
+"""File operations that charge no task: without their process (its spawn failed) the
+controller runs them itself."""
 _ADVICE = {"dontneed": ks.MADV_DONTNEED, "remove": ks.MADV_REMOVE}
 
 LOCK_FILE = "hugetlbsim.lock"
@@ -236,7 +239,7 @@ class KernelSession:
                                      f"{scenario.pool_pages} pages")
         r = self._op_spawn({"proc": "init", "cgroup": "root"})
         if r != "ok":
-            raise RuntimeError(f"cannot move the init worker into its cgroup: {r}")
+            raise BackendUnavailable(f"cannot move a process into a hugetlb cgroup: {r}")
 
     # ---- Session protocol -------------------------------------------------------------------
 
@@ -244,6 +247,10 @@ class KernelSession:
         """Run one scenario operation on the kernel; tear everything down if it raises."""
         if self._closed:
             raise RuntimeError("the kernel session is closed")
+        proc = args.get("proc")
+        if (op != "spawn" and proc is not None and proc not in self._procs
+                and op not in _CHARGE_FREE):
+            return "ESRCH"  # the process's spawn failed
         try:
             result: str = getattr(self, "_op_" + op)(args)
         except BaseException:
@@ -381,12 +388,11 @@ class KernelSession:
         path = self._file_path(name)
         if path is None:
             return "ENOENT"
-        r: str = self._worker(proc).call(op, path=path, **args)["r"]
+        task = self._procs.get(proc)
+        reply = task.worker.call(op, path=path, **args) if task else handle(
+            {"op": op, "path": path, **args})
+        r: str = reply["r"]
         return r
-
-    def _add_worker(self, name: str, worker: Worker) -> None:
-        self._record.note("workers", [worker.pid, worker.start])
-        self._procs[name] = _Proc(worker)
 
     # ---- operations -------------------------------------------------------------------------
 
@@ -406,10 +412,13 @@ class KernelSession:
             opts += f",size={a['size'] * 2}M"
         if a["min_size"] is not None:
             opts += f",min_size={a['min_size'] * 2}M"
-        os.mkdir(path)
+        fresh = not os.path.isdir(path)  # else a mount that refused to go (EBUSY) is there
+        if fresh:
+            os.mkdir(path)
         r = ks.mount("hugetlbfs", path, opts)
         if r != "ok":
-            os.rmdir(path)
+            if fresh:
+                os.rmdir(path)
             return r
         self._mounts[a["name"]] = (path, a["size"] is not None)
         return "ok"
@@ -417,11 +426,12 @@ class KernelSession:
     def _op_umount(self, a: Mapping[str, Any]) -> str:
         name = a["name"]
         if name not in self._mounts:
-            return "ENOENT"
+            return "EINVAL"  # umount(2) of a directory where nothing is mounted
         path = self._mounts[name][0]
         r = ks.umount(path)
         if r == "ok":
-            os.rmdir(path)
+            if path not in ks.mount_points():
+                os.rmdir(path)
             del self._mounts[name]
             for fname in [n for n, f in self._files.items() if f.mount == name]:
                 del self._files[fname]
@@ -457,14 +467,14 @@ class KernelSession:
         return "ok"
 
     def _op_spawn(self, a: Mapping[str, Any]) -> str:
-        """A fresh worker, moved into its cgroup (into ``root`` if that move is refused)."""
+        """A fresh worker, moved into its cgroup; if that is refused, the process is absent."""
         worker = Worker.spawn()
-        self._add_worker(a["proc"], worker)
+        self._record.note("workers", [worker.pid, worker.start])
         r = ks.write_str(self._cg_path(a["cgroup"]) + "cgroup.procs", str(worker.pid))
-        if r != "ok":
-            fallback = ks.write_str(self._cg_path("root") + "cgroup.procs", str(worker.pid))
-            if fallback != "ok":
-                raise RuntimeError(f"cannot move worker {worker.pid} into root: {fallback}")
+        if r == "ok":
+            self._procs[a["proc"]] = _Proc(worker)
+        else:
+            worker.kill()
         return r
 
     def _op_attach(self, a: Mapping[str, Any]) -> str:
@@ -475,9 +485,9 @@ class KernelSession:
         parent = self._procs[a["proc"]]
         r, child = parent.worker.fork()
         if child is not None:
-            self._add_worker(a["child"], child)
-            self._procs[a["child"]].maps = {
-                name: _Mapping(m.base, m.pages, set(m.mapped)) for name, m in parent.maps.items()}
+            self._record.note("workers", [child.pid, child.start])
+            self._procs[a["child"]] = _Proc(child, {
+                name: _Mapping(m.base, m.pages, set(m.mapped)) for name, m in parent.maps.items()})
         return r
 
     def _op_exit(self, a: Mapping[str, Any]) -> str:

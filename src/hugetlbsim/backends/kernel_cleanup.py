@@ -110,18 +110,19 @@ def _remove_shm(rec: RunRecord, problems: list[str]) -> None:
 
 
 def _remove_mounts(rec: RunRecord, problems: list[str]) -> None:
-    points = ks.mount_points()
     for mnt in rec.mounts:
-        if points.get(mnt) == "hugetlbfs":
+        # A mount that refused to go may have been mounted over: unmount every layer.
+        while ks.mount_points().get(mnt) == "hugetlbfs":
             for entry in os.scandir(mnt):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
             r = ks.umount(mnt)
             if r != "ok":
                 problems.append(f"umount {mnt}: {r}")
-                continue
-        with contextlib.suppress(FileNotFoundError):
-            os.rmdir(mnt)
+                break
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(mnt)
 
 
 def _remove_cgroups(rec: RunRecord, problems: list[str]) -> None:

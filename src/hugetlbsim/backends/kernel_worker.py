@@ -35,8 +35,8 @@ def _open(path: str) -> int:
     return os.open(path, os.O_RDWR)
 
 
-def _handle(req: dict[str, Any]) -> dict[str, Any]:
-    """Run one request in this worker; return the reply (``r`` is the kernel's answer)."""
+def handle(req: dict[str, Any]) -> dict[str, Any]:
+    """Run one request in this process; return the reply (``r`` is the kernel's answer)."""
     op = req["op"]
     if op in ("mmap", "ftruncate", "fallocate"):
         fd = -1
@@ -110,7 +110,7 @@ def _serve(sock: socket.socket) -> None:
             reply: dict[str, Any] = {"r": "ok", "pid": pid}
         else:
             try:
-                reply = _handle(req)
+                reply = handle(req)
             except Exception:
                 reply = {"error": traceback.format_exc()}
         sock.send(json.dumps(reply).encode())
