@@ -264,6 +264,13 @@ class KernelSession:
 
     def state(self) -> dict[str, Any]:
         """Read every counter: /proc/meminfo, the sysctl, cgroup files, statfs, stat."""
+        try:
+            return self._read_state()
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_state(self) -> dict[str, Any]:
         mi = ks.meminfo_hugepages()
         cgroups: dict[str, dict[str, int | None]] = {}
         for name in self._cgroups:
