@@ -14,6 +14,7 @@ import test_cgroup_flows
 import test_kernel_quirks
 import test_noreserve_memfd_shm
 import test_overcommit
+import test_populate_and_pitfalls
 import test_private_fork
 import test_shared
 import test_subpool_flows
@@ -28,7 +29,9 @@ ALL = [
     *test_overcommit.SEQUENCES,
     *test_cgroup_flows.SEQUENCES,
     *test_kernel_quirks.SEQUENCES,
+    *test_populate_and_pitfalls.SEQUENCES,
     *test_traces.SEQUENCES,
+    *test_traces.CLAIMS,
 ]
 
 

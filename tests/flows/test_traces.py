@@ -212,3 +212,93 @@ def test_t2_map_regions_after_punch() -> None:
                                  "T=10 F=9 R=4 S=0 A.u=1 A.r=3 B.r=2", file="hp/f",
                                  offset=1, length=1)))
     assert _regions(other, "hp/f") == [[0, 1, "A"], [2, 4, "A"], [4, 6, "B"]]
+
+
+# -- Other kernel-semantics.md claims that no live measurement covers ---------------------
+# Expected values by reasoning from the section named (nothing measured contradicts them).
+
+# §7.2: truncation drops the reservations beyond the new size for any size change, growing
+# included: a read-only shared mmap of 4 pages of an empty file (read-only mappings do not
+# extend the file, §5.1), then ftruncate(1p) releases 3 of the 4 reservations.
+GROW_TRUNCATE = Seq("kernel-semantics.md §7.2 (grow drops reservations beyond)", pool=8,
+                    rows=rows(
+    row("mount (setup)", "mount", name="hp"),
+    row("an empty file", "create", file="hp/f"),
+    row("read-only shared mmap of 4p: file stays empty", "mmap", "R=4 size[hp/f]=0", map="r",
+        file="hp/f", length=4, writable=False),
+    row("ftruncate(1p) grows, but drops [1, end)", "truncate", "T=8 F=8 R=1 S=0 size[hp/f]=1",
+        file="hp/f", size=1),
+    row("munmap: the inode keeps its reservation", "munmap", "R=1", map="r"),
+    row("ftruncate(0)", "truncate", "R=0", file="hp/f", size=0),
+))
+
+# §5.1 and §6.4: a writable mmap raises i_size to the mapped length (private included); a
+# read-only private mapping of an empty file does not, and its first fault is SIGBUS although
+# the private reservation exists.
+PRIVATE_EOF = Seq("kernel-semantics.md §5.1/§6.4 (private mapping and EOF)", pool=8, rows=rows(
+    row("mount (setup)", "mount", name="hp"),
+    row("an empty file", "create", file="hp/e"),
+    row("read-only private mmap 2p: reserved, file stays empty", "mmap",
+        "R=2 size[hp/e]=0", map="ro", file="hp/e", length=2, shared=False, writable=False),
+    row("read fault p0 beyond EOF -> SIGBUS", "touch", "F=8 R=2", result="SIGBUS", map="ro",
+        page=0, write=False),
+    row("writable private mmap 3p raises i_size to 3", "mmap", "R=5 size[hp/e]=3", map="rw",
+        file="hp/e", length=3, shared=False),
+    row("now the read-only mapping can fault p0 (hole: private page)", "touch", "F=7 R=4",
+        map="ro", page=0, write=False),
+    row("private writes never fill the file", "touch", "F=6 R=3 blocks[hp/e]=0", map="rw",
+        page=0),
+    row("munmap ro", "munmap", "F=7 R=2", map="ro"),
+    row("munmap rw", "munmap", "T=8 F=8 R=0 S=0", map="rw"),
+))
+
+# §7.1: partial munmap in the middle of an owner mapping: each piece releases its own
+# unconsumed range at close, and the whole-range rsvd uncharge is per piece.
+MIDDLE_MUNMAP = Seq("kernel-semantics.md §7.1 (partial munmap of a private mapping)", pool=8,
+                    rows=rows(
+    row("private anon 4p", "mmap", "R=4 rt.r=4", map="a", anon=True, length=4, shared=False),
+    row("write p0", "touch", "F=7 R=3 rt.u=1 rt.r=4", map="a", page=0),
+    row("munmap p1, p2: two unconsumed reservations go, rsvd cg -2", "munmap",
+        "F=7 R=1 rt.u=1 rt.r=2", map="a", offset=1, length=2),
+    row("munmap p0: the page is freed (restore, then close takes it back)", "munmap",
+        "F=8 R=1 rt.u=0 rt.r=1", map="a", offset=0, length=1),
+    row("munmap p3", "munmap", "T=8 F=8 R=0 S=0 rt.u=0 rt.r=0", map="a", offset=3, length=1),
+))
+
+# §7.1: exit of the owner is munmap of everything: the P14a underflow (measured with munmap)
+# happens the same way when the owner exits while a forked child still maps its pages.
+OWNER_EXIT = Seq("kernel-semantics.md §7.1 (owner exits before its child)", pool=4, rows=rows(
+    row("owner", "spawn", proc="owner"),
+    row("2p private", "mmap", proc="owner", map="a", anon=True, length=2, shared=False),
+    row("both written", "touch", "T=4 F=2 R=0 S=0", proc="owner", map="a", page=0, count=2),
+    row("fork", "fork", proc="owner", child="kid"),
+    row("owner exits: Rsvd -2 (2^64 - 2)", "exit", "T=4 F=2 R=-2 S=0", proc="owner"),
+    row("child exits: both pages freed with restore", "exit", "T=4 F=4 R=0 S=0", proc="kid"),
+))
+
+# §7.3: a hole punch zaps the pages of every VMA of the file, private COW copies included; an
+# owner's zapped anon page gets its reservation back (no surplus), the page-cache page is
+# freed and loses its map entry.
+PUNCH_PRIVATE = Seq("kernel-semantics.md §7.3 (punch zaps private COW pages)", pool=8,
+                    rows=rows(
+    row("mount (setup)", "mount", name="hp"),
+    row("a file", "create", file="hp/f"),
+    row("fallocate 2p", "fallocate", "F=6 R=0 blocks[hp/f]=2", file="hp/f", offset=0,
+        length=2),
+    row("private mmap 2p", "mmap", "F=6 R=2", map="p", file="hp/f", length=2, shared=False),
+    row("write p0: COW of the page-cache page consumes the reservation", "touch", "F=5 R=1",
+        map="p", page=0),
+    row("punch p0: private copy zapped (restored), page-cache page freed", "punch",
+        "F=7 R=2 blocks[hp/f]=1", file="hp/f", offset=0, length=1),
+    row("write p0 again: a hole now, REUSE of the restored reservation", "touch", "F=6 R=1",
+        map="p", page=0),
+    row("munmap", "munmap", "F=7 R=0", map="p"),
+    row("ftruncate(0)", "truncate", "T=8 F=8 R=0 S=0", file="hp/f", size=0),
+))
+
+CLAIMS = [GROW_TRUNCATE, PRIVATE_EOF, MIDDLE_MUNMAP, OWNER_EXIT, PUNCH_PRIVATE]
+
+
+@pytest.mark.parametrize("seq", CLAIMS, ids=lambda s: s.name.split(" ", 2)[2])
+def test_unmeasured_claim(seq: Seq) -> None:
+    replay(seq)
