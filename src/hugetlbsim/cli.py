@@ -328,3 +328,76 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# -- seeing and explaining: the work is in plot, regions_view, explain and status, imported
+# when the command runs (they use the helpers above, and matplotlib is slow to import).
+
+@main.command("plot")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="A .png, .svg or .html file (default: FILE's name with .png, here).")
+@_backend_option
+@_policy_option
+@click.option("--compare", is_flag=True, help="Draw model and kernel together.")
+def plot_command(file: str, output: str | None, backend: str, policy: Policy,
+                 compare: bool) -> None:
+    """Plot the pool and cgroup counters over the steps of a scenario."""
+    from hugetlbsim.plot import save
+
+    scenario = load(file)
+    names = ("model", "kernel") if compare else (backend,)
+    path = output or Path(file).with_suffix(".png").name
+    save([run(scenario, BACKENDS[name](policy)) for name in names], path)
+    click.echo(f"wrote {path}", err=True)
+
+
+@main.command("regions")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--file", "name", required=True, help="The scenario file to show (hp/f).")
+@_policy_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also draw a .png/.svg.")
+def regions_command(file: str, name: str, policy: Policy, output: str | None) -> None:
+    """Show one file's reservation map after each step, on the model."""
+    from hugetlbsim.explain import InspectedModel
+    from hugetlbsim.regions_view import save_image, table
+
+    trace = run(load(file), InspectedModel(policy))
+    title = f"{trace.scenario}: reservation map of {name}, {policy} policy"
+    _out().print(table(trace, name, title))
+    if output:
+        save_image(trace, name, title, output)
+        click.echo(f"wrote {output}", err=True)
+
+
+@main.command("explain")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--step", "index", type=click.IntRange(min=0), required=True,
+              help="The step's index (as run shows it).")
+@_policy_option
+def explain_command(file: str, index: int, policy: Policy) -> None:
+    """Show a step on the model, why it failed, and every counter before and after it."""
+    from hugetlbsim.explain import InspectedModel, explanation, initial_state
+
+    scenario, backend = load(file), InspectedModel(policy)
+    if index >= len(scenario.steps):
+        raise click.BadParameter(f"the scenario has {len(scenario.steps)} steps (0 to "
+                                 f"{len(scenario.steps) - 1})", param_hint="--step")
+    trace = run(scenario, backend)
+    before = trace.steps[index - 1].state if index else initial_state(backend, scenario)
+    _out().print(explanation(trace, index, before))
+
+
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
+def status_command(as_json: bool) -> None:
+    """Show this machine's HugeTLB pools, hugetlbfs mounts and hugetlb cgroups (read-only)."""
+    import json
+
+    from hugetlbsim.status import collect, render
+
+    status = collect()
+    if as_json:
+        click.echo(json.dumps(status.to_json()))
+    else:
+        _out().print(render(status))
