@@ -35,6 +35,10 @@ from hugetlbsim.vma import VMA, Process, Pte
 
 KERNEL_VERSION = "6.18"
 
+SYSTEM_POLICIES: tuple[Policy, ...] = ("6.18", "v7")
+"""Region policies a whole system can run: "legacy" predates the per-region cgroup uncharge
+info, so its merges would move reservation charges between cgroups."""
+
 
 @dataclass(eq=False)
 class Mount:
@@ -58,6 +62,9 @@ class System:
 
     def __init__(self, pagesize: str = "2M", pool_pages: int = 0, pool_overcommit: int = 0,
                  policy: Policy = "6.18") -> None:
+        if policy not in SYSTEM_POLICIES:
+            raise ValueError(f"policy {policy!r} cannot run a whole system: use "
+                             f"{' or '.join(SYSTEM_POLICIES)}")
         self.pagesize = pagesize
         self.policy: Policy = policy
         self.hstate = HState(gigantic=pagesize == "1G")
