@@ -37,7 +37,6 @@ CGROUP_FILES: Final = (("usage", "usage_in_bytes"), ("limit", "limit_in_bytes"),
 """Cgroup counter → the suffix of its file ``hugetlb.<size>.<suffix>`` (bytes or counts)."""
 _SIZE_DIR = re.compile(r"hugepages-(\d+)kB")
 _UNITS: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_UNLIMITED: Final = {"limit": None, "rsvd_limit": None}
 
 
 @dataclass(frozen=True)
@@ -298,11 +297,13 @@ def _cgroup_table(h: Hierarchy) -> RenderableType:
         table.add_column(name, justify="left" if name in ("cgroup", "size") else "right")
     for cg in h.cgroups:
         for size, values in cg.counters.items():
-            if cg.path != "/" and values == dict.fromkeys(keys, 0) | _UNLIMITED:
+            if cg.path != "/" and all(v == (None if k.endswith("limit") else 0)
+                                      for k, v in values.items()):
                 continue
             table.add_row(cg.path, size.removesuffix("B"),
                           *("?" if k not in values else _value(values[k], "max") for k in keys))
     notes = [f"{len(h.cgroups)} cgroups; rows all zero and unlimited are left out"]
     if h.error:
         notes.append(f"cannot read the hierarchy: {h.error}")
-    return Group(table, Text("; ".join(notes), style="red" if h.error else "dim"))
+    note = Text("; ".join(notes), style="red" if h.error else "dim")
+    return Group(table, note) if table.row_count else Group(Text(table.title or ""), note)
