@@ -92,6 +92,35 @@ def test_mprotect_splits_and_protects() -> None:
     ok(system, "touch", proc="init", map="m", page=1)
 
 
+def test_read_only_shm_attachment_cannot_become_writable() -> None:
+    # shmat(SHM_RDONLY) opens the segment read-only, so the VMA lacks VM_MAYWRITE (and
+    # VM_SHARED): mprotect(PROT_WRITE) is EACCES (mprotect(2): "The memory cannot be given the
+    # specified access"; mm/mprotect.c refuses a VM_WRITE without VM_MAYWRITE) and the mapping
+    # stays read-only, so a write is still SIGSEGV.  MADV_REMOVE is EACCES there too.
+    system = System(pool_pages=4)
+    ok(system, "shmget", shm="s", size=2)
+    ok(system, "mmap", proc="init", map="m", shm="s", writable=False)
+    assert res(system, "touch", proc="init", map="m", page=0) == "SIGSEGV"
+    assert res(system, "madvise", proc="init", map="m", page=0, advice="remove") == "EACCES"
+    assert res(system, "mprotect", proc="init", map="m", writable=True) == "EACCES"
+    assert res(system, "touch", proc="init", map="m", page=0) == "SIGSEGV"
+    assert (system.snapshot()["free"], system.snapshot()["rsvd"]) == (4, 2)
+
+
+def test_madvise_remove_needs_a_shared_mapping() -> None:
+    # madvise(2): MADV_REMOVE on a private mapping is EACCES; on a read-only shared mapping of
+    # a file opened read-write it is allowed (VM_MAYWRITE is what counts since 6.7).
+    system = System(pool_pages=4)
+    ok(system, "mount", name="hp")
+    ok(system, "create", file="hp/f", size=2)
+    ok(system, "mmap", proc="init", map="p", file="hp/f", length=2, shared=False)
+    assert res(system, "madvise", proc="init", map="p", page=0, advice="remove") == "EACCES"
+    ok(system, "fallocate", file="hp/f", offset=0, length=1)
+    ok(system, "mmap", proc="init", map="r", file="hp/f", length=2, writable=False)
+    ok(system, "madvise", proc="init", map="r", page=0, advice="remove")
+    assert system.snapshot()["files"]["hp/f"]["blocks"] == 0
+
+
 def test_madvise_over_an_unmapped_part_is_enomem() -> None:
     system = System(pool_pages=4)
     ok(system, "mmap", proc="init", map="m", anon=True, length=3, shared=False)

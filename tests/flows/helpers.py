@@ -57,6 +57,7 @@ class Seq:
     rows: tuple[Row, ...]
     pool: int = 0
     overcommit: int = 0
+    pagesize: str = "2M"
     skipped: tuple[str, ...] = field(default=())
     """Rows of the measured block that format 1 cannot express, with the reason."""
 
@@ -135,24 +136,25 @@ def rows(*items: Row | Iterable[Row]) -> tuple[Row, ...]:
     return tuple(out)
 
 
-def _diff(state: dict[str, Any], expect: dict[str, Any], path: str = "") -> list[str]:
+def _diff(state: dict[str, Any], expect: dict[str, Any], path: str = "",
+          source: str = "measured") -> list[str]:
     problems = []
     for key, want in expect.items():
         where = f"{path}{key}"
         if not isinstance(state, dict) or key not in state:
-            problems.append(f"{where}: absent in the model, measured {want!r}")
+            problems.append(f"{where}: absent in the model, {source} {want!r}")
             continue
         got = state[key]
         if isinstance(want, dict):
-            problems.extend(_diff(got, want, f"{where}."))
+            problems.extend(_diff(got, want, f"{where}.", source))
         elif got != want:
-            problems.append(f"{where}: model {got!r}, measured {want!r}")
+            problems.append(f"{where}: model {got!r}, {source} {want!r}")
     return problems
 
 
 def new_system(seq: Seq, policy: str = "6.18") -> System:
-    return System(pool_pages=seq.pool, pool_overcommit=seq.overcommit,
-                  policy=policy)  # type: ignore[arg-type]
+    return System(pagesize=seq.pagesize, pool_pages=seq.pool,
+                  pool_overcommit=seq.overcommit, policy=policy)  # type: ignore[arg-type]
 
 
 def run_rows(system: System, seq: Seq, steps: Sequence[Row], *, check: bool = True,
@@ -170,11 +172,12 @@ def run_rows(system: System, seq: Seq, steps: Sequence[Row], *, check: bool = Tr
         trace.append((result, state))
         if not check:
             continue
+        source = "measured" if seq.name.startswith("live-kernel") else "expected"
         problems = []
         if r.result is not None and result != r.result:
-            problems.append(f"result: model {result!r}, measured {r.result!r} "
+            problems.append(f"result: model {result!r}, {source} {r.result!r} "
                             f"(model says: {system.last_explanation})")
-        problems.extend(_diff(state, r.expect))
+        problems.extend(_diff(state, r.expect, source=source))
         assert not problems, f"{where}:\n  " + "\n  ".join(problems)
     return trace
 
