@@ -291,7 +291,8 @@ def render(status: Status) -> RenderableType:
 
 def _cgroup_table(h: Hierarchy) -> RenderableType:
     also = f" (also at {', '.join(h.also)})" if h.also else ""
-    table = Table(title=f"hugetlb cgroups at {h.point}{also}", title_justify="left")
+    title = f"hugetlb cgroups at {h.point}{also}"
+    table = Table(title=title, title_justify="left")
     keys = [k for k, _ in CGROUP_FILES]
     for name in ("cgroup", "size", *keys):
         table.add_column(name, justify="left" if name in ("cgroup", "size") else "right")
@@ -306,4 +307,4 @@ def _cgroup_table(h: Hierarchy) -> RenderableType:
     if h.error:
         notes.append(f"cannot read the hierarchy: {h.error}")
     note = Text("; ".join(notes), style="red" if h.error else "dim")
-    return Group(table, note) if table.row_count else Group(Text(table.title or ""), note)
+    return Group(table, note) if table.row_count else Group(Text(title), note)
