@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hugetlbsim.scenario import OPS
@@ -58,8 +58,6 @@ class Seq:
     pool: int = 0
     overcommit: int = 0
     pagesize: str = "2M"
-    skipped: tuple[str, ...] = field(default=())
-    """Rows of the measured block that format 1 cannot express, with the reason."""
 
 
 def parse_counters(text: str) -> dict[str, Any]:
