@@ -112,9 +112,10 @@ def explanation(trace: Trace, index: int, before: Mapping[str, Any]) -> Renderab
         head.append(step.explain or "the backend gives no explanation", style="yellow")
     table = Table(title=f"{trace.scenario} on {trace.backend} {trace.kernel}: "
                         f"counters around step {step.index}", title_justify="left")
-    for name, justify in (("", "left"), ("counter", "left"), ("before", "right"),
-                          ("after", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table.add_column("")
+    table.add_column("counter")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
     old, new = dict(chain(before)), dict(chain(step.state))
     kinds = ("pool", "mount", "cgroup", "file")
     rows = sorted([*old, *(r for r in new if r not in old)],

@@ -87,8 +87,7 @@ def strip(row: MapRow, pages: int, colours: dict[str, str]) -> Text:
             cell = RESERVED
         else:
             cell = UNRESERVED if page < row.size else BEYOND
-        cg = owner.get(page)
-        text.append(cell, style=colours.get(cg, "") if cg is not None else "")
+        text.append(cell, style=colours.get(owner.get(page) or "", ""))
     text.append(BOUNDARY if pages in edges else " ", style="bold")
     return text
 
@@ -142,7 +141,7 @@ def save_image(trace: Trace, file: str, title: str, path: str | Path) -> None:
     ax = fig.subplots()
     for y, row in enumerate(rows):
         for f, t, cg in row.regions or ():
-            base = colour.get(cg, "tab:gray") if cg is not None else "tab:gray"
+            base = colour.get(cg or "", "tab:gray")
             ax.broken_barh([(f, t - f)], (y - 0.4, 0.8), facecolors=to_rgba(base, 0.3),
                            edgecolors="black", linewidth=1.2)
             cached = [(p, 1) for p in sorted(row.cached) if f <= p < t]
