@@ -15,12 +15,12 @@ cgroup removal (P06f); trace T9 (limits, replayed in test_traces.py; P07a/P07b m
 from __future__ import annotations
 
 import pytest
-from helpers import Seq, child_touch, look, new_system, replay, row, rows, run_rows
+from helpers import Row, Seq, child_touch, look, new_system, replay, row, rows, run_rows
 
 ZERO = "rt.u=0 rt.r=0 A.u=0 A.r=0 B.u=0 B.r=0"
 
 
-def _ab(*extra: str) -> tuple:
+def _ab(*extra: str) -> tuple[Row, ...]:
     """Setup of P06: cgroups A and B, a mount, a 4-page file (pool 16)."""
     return rows(
         row("cgroup A (setup)", "cgroup", name="A"),
