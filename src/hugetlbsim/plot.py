@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 POOL_LINES: Final = (("total", "Total"), ("free", "Free"), ("rsvd", "Rsvd"), ("surp", "Surp"))
-CGROUP_LINES: Final = (("usage", "usage", "-"), ("rsvd", "rsvd", "--"))
-"""Cgroup counter, its label suffix and its line style."""
+CGROUP_LINES: Final = (("usage", "usage", "-", 1.0, 0), ("rsvd", "rsvd", "--", 0.6, 1))
+"""Cgroup counter, label suffix, line style, width and shade (0 dark, 1 light, of the cgroup's
+tab20 pair): a thin light rsvd line stays visible on a thick dark usage line."""
 FORMATS: Final = (".png", ".svg", ".html")
 FAILED_COLOUR, DIVERGED_COLOUR = "tab:red", "tab:orange"
 
@@ -53,6 +54,7 @@ def tick_label(step: StepRecord) -> str:
 
 def figure(traces: Sequence[Trace]) -> Figure:
     """The two panels for one trace, or for two traces of one scenario drawn together."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     if not 1 <= len(traces) <= 2:
@@ -62,6 +64,7 @@ def figure(traces: Sequence[Trace]) -> Figure:
     fig = Figure(figsize=(max(8.0, 0.5 * len(steps) + 3), 9), layout="constrained")
     pool, cgroups = fig.subplots(2, 1, sharex=True)
     names = list(dict.fromkeys(n for t in traces for s in t.steps for n in s.state["cgroups"]))
+    pairs = colormaps["tab20"]
     for n, trace in enumerate(reversed(traces)):
         band = len(traces) == 2 and n == 0
         suffix = f" ({trace.backend})" if len(traces) == 2 else ""
@@ -69,10 +72,11 @@ def figure(traces: Sequence[Trace]) -> Figure:
             pool.step(xs, [plotted(s.state[key]) for s in trace.steps], where="mid",
                       color=f"C{number}", label=label + suffix, **_style(band, number))
         for number, name in enumerate(names):
-            for key, label, dash in CGROUP_LINES:
+            for key, label, dash, width, shade in CGROUP_LINES:
                 ys = [plotted(s.state["cgroups"].get(name, {}).get(key)) for s in trace.steps]
-                cgroups.step(xs, ys, where="mid", color=f"C{number}", linestyle=dash,
-                             label=f"{name} {label}{suffix}", **_style(band, number))
+                cgroups.step(xs, ys, where="mid", color=pairs((2 * number + shade) % 20),
+                             linestyle=dash,
+                             label=f"{name} {label}{suffix}", **_style(band, number, width))
     failed = {s.index for t in traces for s in t.steps if s.result != "ok"}
     diverged = {d.index for d in compare(*traces)} if len(traces) == 2 else set()
     for ax in (pool, cgroups):
@@ -96,11 +100,11 @@ def figure(traces: Sequence[Trace]) -> Figure:
     return fig
 
 
-def _style(band: bool, number: int) -> dict[str, Any]:
+def _style(band: bool, number: int, width: float = 1.0) -> dict[str, Any]:
     """A wide translucent band, or a line: earlier lines wider, so equal values stay visible."""
     if band:
         return {"linewidth": 9, "alpha": 0.25}
-    return {"linewidth": max(1.0, 3.5 - 0.7 * number), "alpha": 0.9}
+    return {"linewidth": width * max(1.5, 3.5 - 0.7 * number), "alpha": 0.9}
 
 
 def _finish(ax: Axes) -> None:
