@@ -75,8 +75,6 @@ class HState:
     def return_unused_surplus_pages(self, unused: int) -> None:
         """Drop ``unused`` reservations and free up to that many free surplus pages."""
         self.resv_huge_pages -= unused
-        if self.gigantic:
-            return
         release = min(unused, self.surplus_huge_pages, self.free_huge_pages)
         self.free_huge_pages -= release
         self.surplus_huge_pages -= release

@@ -78,7 +78,9 @@ OPS: dict[str, tuple[Arg, ...]] = {
 }
 
 RESULTS = ("ok", "ENOMEM", "ENOSPC", "EINVAL", "EBUSY", "ENOENT", "EEXIST", "EPERM",
-           "SIGBUS", "SIGSEGV")
+           "EACCES", "ESRCH", "SIGBUS", "SIGSEGV")
+"""The format's results, plus EACCES (MADV_REMOVE or mprotect PROT_WRITE where the mapping
+may not write) and ESRCH (a process whose spawn failed)."""
 
 CGROUP_KEYS = ("usage", "rsvd", "max_usage", "rsvd_max_usage", "limit", "rsvd_limit",
                "failcnt", "rsvd_failcnt")

@@ -369,6 +369,8 @@ class System:
         for vma in pieces:
             if vma.start != covered:
                 break
+            if writable and not vma.maywrite:
+                raise KernelError("EACCES", f"{map} is a read-only (SHM_RDONLY) attachment")
             vma.writable = writable
             if not writable:
                 for pte in vma.ptes.values():
