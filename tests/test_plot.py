@@ -137,4 +137,4 @@ def test_plot_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 0, result.output
     assert "plotted: model 6.18 and kernel 6.18" in out.read_text()
     result = CliRunner().invoke(cli.main, ["plot", str(path), "-o", str(tmp_path / "x.jpg")])
-    assert result.exit_code == 4 and "use one of .png, .svg, .html" in result.output
+    assert result.exit_code == 2 and "use a name ending in .png, .svg, .html" in result.output

@@ -109,3 +109,5 @@ def test_regions_command(tmp_path: Path) -> None:
     assert image.read_text().lstrip().startswith("<?xml")
     result = CliRunner().invoke(cli.main, ["regions", str(path), "--file", "hp/f"])
     assert "|█ █ █ █ █ ▒|" in result.stdout and "6.18 policy" in result.stdout
+    result = CliRunner().invoke(cli.main, ["regions", str(path), "--file", "hp/f", "-o", "x.pdf"])
+    assert result.exit_code == 2 and "use a name ending in .png, .svg" in result.output

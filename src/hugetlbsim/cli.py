@@ -339,15 +339,18 @@ def write_atomically(path: Path, text: str) -> None:
               help="A .png, .svg or .html file (default: FILE's name with .png, here).")
 @_backend_option
 @_policy_option
-@click.option("--compare", is_flag=True, help="Draw model and kernel together.")
+@click.option("--compare", is_flag=True,
+              help="Draw model and kernel together, divergent steps marked (no --backend).")
 def plot_command(file: str, output: str | None, backend: str, policy: Policy,
                  compare: bool) -> None:
     """Plot the pool and cgroup counters over the steps of a scenario."""
-    from hugetlbsim.plot import save
+    from hugetlbsim.plot import FORMATS, save
 
+    path = output or Path(file).with_suffix(".png").name
+    if Path(path).suffix not in FORMATS:
+        raise click.BadParameter(f"use a name ending in {', '.join(FORMATS)}", param_hint="-o")
     scenario = load(file)
     names = ("model", "kernel") if compare else (backend,)
-    path = output or Path(file).with_suffix(".png").name
     save([run(scenario, BACKENDS[name](policy)) for name in names], path)
     click.echo(f"wrote {path}", err=True)
 
@@ -360,8 +363,10 @@ def plot_command(file: str, output: str | None, backend: str, policy: Policy,
 def regions_command(file: str, name: str, policy: Policy, output: str | None) -> None:
     """Show one file's reservation map after each step, on the model."""
     from hugetlbsim.explain import InspectedModel
-    from hugetlbsim.regions_view import save_image, table
+    from hugetlbsim.regions_view import FORMATS, save_image, table
 
+    if output and Path(output).suffix not in FORMATS:
+        raise click.BadParameter(f"use a name ending in {', '.join(FORMATS)}", param_hint="-o")
     trace = run(load(file), InspectedModel(policy))
     title = f"{trace.scenario}: reservation map of {name}, {policy} policy"
     _out().print(table(trace, name, title))

@@ -28,6 +28,7 @@ COLOURS: Final = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_c
                   "bright_magenta")
 """Rich colours given to cgroups in order of appearance (entries without one: default)."""
 
+FORMATS: Final = (".png", ".svg")
 Region = tuple[int, int, str | None]
 """``[from, to)`` and the cgroup charged for the entry (None: none)."""
 
@@ -161,4 +162,4 @@ def save_image(trace: Trace, file: str, title: str, path: str | Path) -> None:
                      label=f"reserved ({n})") for n in [*names, "no cgroup"]]
     handles.append(Patch(facecolor="dimgray", label="page in the page cache"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    fig.savefig(path, format=Path(path).suffix[1:] or "png")
+    fig.savefig(path, format=Path(path).suffix[1:])
