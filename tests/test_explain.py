@@ -129,7 +129,7 @@ CASES: dict[str, tuple[str, int, str, tuple[str, ...]]] = {
           - mmap: {proc: p, map: m, anon: true, shared: false, length: 2}
           - fork: {proc: p, child: c}
           - touch: {proc: c, map: m, page: 0}
-        """, 3, "SIGBUS", ("inherited by fork", "Free 2 - Rsvd 2 = 0", "(0 surplus of 0)")),
+        """, 3, "SIGBUS", ("fork", "Free 2 - Rsvd 2 = 0", "(0 surplus of 0)")),
     "fork-child-not-noreserve": ("""
         pool: {pages: 2}
         steps:
