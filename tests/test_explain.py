@@ -1,9 +1,5 @@
 """Explanations of failed steps: one scenario per failure cause, the model's sentence naming the
-cause and its numbers, the same results on the live kernel, and ``hugetlbsim explain``.
-
-A case marked xfail(strict) holds the sentence the model should give (the fix is named in the
-reason); it starts passing, and so failing as XPASS, once the model says it.
-"""
+cause and its numbers, the same results on the live kernel, and ``hugetlbsim explain``."""
 
 from __future__ import annotations
 
@@ -62,7 +58,7 @@ CASES: dict[str, tuple[str, int, str, tuple[str, ...]]] = {
         pool: {pages: 4, overcommit: 1}
         steps:
           - mmap: {proc: init, map: m, anon: true, length: 6}
-        """, 0, "ENOMEM", ("6 pages must be reserved", "only 4 of the 4 free pages",
+        """, 0, "ENOMEM", ("6 pages must be reserved", "Free 4 - Rsvd 0 leaves 4 unreserved",
                            "overcommit allows 1 more surplus")),
     "pool-fault": ("""
         pool: {pages: 2, overcommit: 1}
@@ -238,30 +234,10 @@ CASES: dict[str, tuple[str, int, str, tuple[str, ...]]] = {
         """, 0, "EINVAL", ("gigantic (1G) pages cannot be overcommitted",)),
 }
 
-GAPS = {
-    "subpool-min-size-overcommit": "system.py System.mount: the min_size sentence omits the "
-                                   "overcommit that gather_surplus_pages may also use",
-    "fork-child-not-noreserve": "fault.py _no_page_sentence: one sentence for a fork child and "
-                                "for MAP_NORESERVE; tell them apart by vma.noreserve",
-    "rmdir-ebusy-task": "system.py System.rmdir: the EBUSY sentence gives no task count",
-    "rmdir-ebusy-child": "system.py System.rmdir: the EBUSY sentence names no child cgroup",
-    "umount-ebusy-open": "system.py System.umount: 'open or mapped' does not say which",
-    "umount-ebusy-mapped": "system.py System.umount: 'open or mapped' does not say which",
-}
-"""Cases whose sentence the model does not give yet (see the report's exact fixes)."""
 KERNEL_ONLY_RESULT = {"einval-gigantic-overcommit": "the kernel backend runs 2M pages only"}
 
 
-def _params(marks_gaps: bool) -> list[object]:
-    params = []
-    for name in CASES:
-        marks = [pytest.mark.xfail(strict=True, reason=GAPS[name])] if (
-            marks_gaps and name in GAPS) else []
-        params.append(pytest.param(name, id=name, marks=marks))
-    return params
-
-
-@pytest.mark.parametrize("name", _params(marks_gaps=True))
+@pytest.mark.parametrize("name", list(CASES))
 def test_model_explains_cause_with_numbers(name: str) -> None:
     text, index, result, fragments = CASES[name]
     trace = run(scenario(text), ModelBackend())
@@ -272,7 +248,7 @@ def test_model_explains_cause_with_numbers(name: str) -> None:
         assert fragment in step.explain
 
 
-@pytest.mark.parametrize("name", _params(marks_gaps=False))
+@pytest.mark.parametrize("name", list(CASES))
 def test_explanation_in_run_table_and_json(name: str) -> None:
     """Every failed step's explanation is in run's notes column and in the JSON trace."""
     text = CASES[name][0]
@@ -287,7 +263,7 @@ def test_explanation_in_run_table_and_json(name: str) -> None:
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("name", _params(marks_gaps=False))
+@pytest.mark.parametrize("name", list(CASES))
 def test_kernel_gives_the_same_results(name: str) -> None:
     """The same scenario on the live kernel: the same result at every step, same counters."""
     text, index, result, _ = CASES[name]

@@ -30,7 +30,7 @@ from hugetlbsim.loader import (
     load,
     yaml_rt,
 )
-from hugetlbsim.resv_map import POLICIES, Policy
+from hugetlbsim.resv_map import Policy
 from hugetlbsim.runner import (
     ABSENT,
     WATERMARKS,
@@ -44,6 +44,7 @@ from hugetlbsim.runner import (
     show_value,
 )
 from hugetlbsim.scenario import CGROUP_KEYS, POOL_KEYS
+from hugetlbsim.system import SYSTEM_POLICIES
 
 EXIT_FAILED, EXIT_SCENARIO, EXIT_UNAVAILABLE, EXIT_INTERNAL = 1, 2, 3, 4
 
@@ -55,9 +56,11 @@ def _model(policy: Policy) -> Backend:
 
 
 def _kernel(policy: Policy) -> Backend:
+    """The live kernel; waits for another session's lock up to $HUGETLBSIM_LOCK_TIMEOUT
+    seconds (default 60)."""
     from hugetlbsim.backends.kernel import KernelBackend
 
-    return KernelBackend()
+    return KernelBackend(lock_timeout=float(os.environ.get("HUGETLBSIM_LOCK_TIMEOUT", "60")))
 
 
 BACKENDS: dict[str, Callable[[Policy], Backend]] = {"model": _model, "kernel": _kernel}
@@ -114,7 +117,8 @@ def _err() -> Console:
 
 _backend_option = click.option("--backend", type=click.Choice(sorted(BACKENDS)),
                                default="model", show_default=True)
-_policy_option = click.option("--policy", type=click.Choice(POLICIES), default=POLICIES[0],
+_policy_option = click.option("--policy", type=click.Choice(SYSTEM_POLICIES),
+                              default=SYSTEM_POLICIES[0],
                               show_default=True, help="The model's reservation-map policy.")
 
 
@@ -254,7 +258,7 @@ def record_command(file: str) -> None:
     """Run a scenario on the kernel and write what it showed into the file's expect blocks."""
     path = Path(file)
     scenario = load(path)
-    trace = run(scenario, BACKENDS["kernel"](POLICIES[0]))
+    trace = run(scenario, BACKENDS["kernel"](SYSTEM_POLICIES[0]))
     doc, indent, block_seq_indent = load_yaml_guess_indent(path.read_text(encoding="utf-8"))
     for item, step in zip(doc["steps"] or (), trace.steps, strict=True):
         fresh = expect_node(recorded_expect(step, item.get("expect")))

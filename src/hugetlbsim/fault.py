@@ -104,7 +104,8 @@ def _no_page_sentence(vma: VMA, map_chg: MapChg, gbl_chg: int) -> str:
                MapChg.ENFORCED: "the owner copies its own page after fork, without reserve",
                MapChg.REUSE: ""}[map_chg]
         if not vma.shared and vma.resv is None and map_chg == MapChg.NEEDED:
-            why = "a private mapping inherited by fork (or MAP_NORESERVE) has no reservation"
+            why = ("this MAP_NORESERVE private mapping has no reservation" if vma.noreserve
+                   else "the child of a fork has no reservation for this private mapping")
         need = (f"{why}, so it needs an unreserved free page: Free {h.free_huge_pages} - "
                 f"Rsvd {unsigned(h.resv_huge_pages)} = {avail if avail < 2**63 else 0}")
     return (f"{need}, and overcommit allows no surplus page "

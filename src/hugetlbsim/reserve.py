@@ -11,6 +11,7 @@ path uses; on a private map their answers are inverted, because there an entry m
 from __future__ import annotations
 
 from hugetlbsim.errors import KernelError
+from hugetlbsim.hstate import unsigned
 from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.inode import Inode
 from hugetlbsim.resv_map import ResvMap
@@ -61,8 +62,9 @@ def hugetlb_reserve_pages(inode: Inode, f: int, t: int, vma: VMA | None,
         if shared:
             inode.resv_map.region_abort(f, t, needed)
         raise KernelError("ENOMEM", (
-            f"{gbl} pages must be reserved but only {free - resv} of the {free} free pages are "
-            f"unreserved and overcommit allows {h.surplus_capacity()} more surplus pages"))
+            f"{gbl} pages must be reserved but Free {free} - Rsvd {unsigned(resv)} leaves "
+            f"{max(0, free - resv)} unreserved and overcommit allows {h.surplus_capacity()} "
+            f"more surplus pages"))
     if shared:
         inode.resv_map.region_add(f, t, needed, cgroup)
     else:

@@ -121,7 +121,8 @@ class System:
                 h = self.hstate
                 self._fail(name, "ENOMEM", (
                     f"min_size={min_size} must be reserved at mount but only "
-                    f"{h.free_huge_pages - h.resv_huge_pages} pages are free and unreserved"))
+                    f"{h.free_huge_pages - h.resv_huge_pages} pages are free and unreserved "
+                    f"and overcommit allows {h.surplus_capacity()} more surplus pages"))
         self.mounts[name] = Mount(name, spool)
         self.absent.discard(name)
 
@@ -130,7 +131,9 @@ class System:
         mount = self._lookup(self.mounts, name, "EINVAL", "mount")
         for inode in mount.inodes:
             if inode.files or inode.i_mmap:
-                raise KernelError("EBUSY", f"file {inode.name} is still open or mapped")
+                raise KernelError("EBUSY", (
+                    f"file {inode.name} is still in use: {inode.files} open handles, "
+                    f"{len(inode.i_mmap)} mappings"))
         for inode in mount.inodes:
             self._evict(inode)
         for path in [p for p, i in self.files.items() if i in mount.inodes]:
@@ -163,7 +166,10 @@ class System:
         """Remove a cgroup: fault charges move to the parent, reservation charges stay."""
         cg = self._lookup(self.cgroups, cgroup, "ENOENT", "cgroup")
         if cg.nr_tasks or cg.children:
-            raise KernelError("EBUSY", f"cgroup {cgroup} still has tasks or child cgroups")
+            kids = ", ".join(c.name for c in cg.children)
+            raise KernelError("EBUSY", (
+                f"cgroup {cgroup} still has {cg.nr_tasks} tasks and {len(cg.children)} child "
+                f"cgroups" + (f" ({kids})" if kids else "")))
         assert cg.parent is not None
         for folio in self._folios():
             if folio.cgroup is cg:
