@@ -1,0 +1,334 @@
+"""Fuzzing campaigns: many generated scenarios run on two sides, divergences shrunk.
+
+Two modes:
+
+``policies``
+    The model with policy ``"6.18"`` against the model with ``"v7"``.  The model backend checks
+    its invariants after every step (a broken one raises), and every visible counter must be
+    identical, watermarks included (files' ``regions`` are not compared).  Pure Python, so
+    batches are spread over J processes (`concurrent.futures.ProcessPoolExecutor`).
+``kernel``
+    The model (``"6.18"``) against the live kernel of this machine, compared step by step with
+    `hugetlbsim.runner.compare`.  The kernel's counters are global, so kernel runs are serial on
+    one machine: a single-worker executor (the kernel backend's session lock would serialise
+    them anyway).  A multi-machine campaign plugs in an executor whose workers are one process
+    per machine (e.g. a Dask ``Client.get_executor()`` with one single-threaded worker per
+    host, or Ray actors behind an Executor): `run_batch` runs, shrinks and records where it
+    runs, and returns plain data.
+
+The unit of work is `run_batch(seeds, mode, options)`: a top-level function of picklable
+arguments returning a picklable `BatchResult`, so any `concurrent.futures.Executor` can run it
+without changes to `campaign`.  Each finding is shrunk where it was found (a kernel finding
+needs that machine's kernel) and comes back as the text of the shrunk scenario, its ``expect``
+blocks recorded from the reference side (the kernel, or policy ``"6.18"``).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from hugetlbsim.backends.base import Backend, BackendUnavailable
+from hugetlbsim.backends.model import ModelBackend
+from hugetlbsim.fuzz.generate import GenOptions, generate
+from hugetlbsim.fuzz.shrink import scenario_text, shrink, with_expect
+from hugetlbsim.runner import StepDiff, StepRecord, Trace, compare, show_value
+from hugetlbsim.scenario import Scenario
+
+Mode = Literal["policies", "kernel"]
+MODES: tuple[Mode, ...] = ("policies", "kernel")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a batch needs besides its seeds (picklable: it travels with each task)."""
+
+    gen: GenOptions = field(default_factory=GenOptions)
+    shrink: bool = True
+    known: frozenset[str] = frozenset()
+    """Signatures already shrunk elsewhere: findings with these are reported, not shrunk."""
+    budget: int = 400
+    """Most predicate runs spent shrinking one finding."""
+    lock_timeout: float = 600.0
+    """Seconds a kernel session waits for another hugetlbsim session to finish."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One scenario on which the two sides disagree (or one side raised)."""
+
+    seed: int
+    mode: str
+    signature: str
+    """What kind of divergence: the first differing operation and what differed there."""
+    detail: tuple[str, ...]
+    """The first differing step and its differences, one per line."""
+    steps: int
+    shrunk: str | None = None
+    """The shrunk scenario file (YAML with expect blocks), if it was shrunk."""
+    shrunk_steps: int = 0
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one task reports: how much it ran and what it found."""
+
+    scenarios: int
+    steps: int
+    findings: tuple[Finding, ...]
+
+
+@dataclass
+class Outcome:
+    """One scenario on one backend: its trace up to the step that raised, if one did."""
+
+    trace: Trace
+    error: str | None = None
+    """``ExceptionType: message`` of the step at index ``len(trace.steps)``."""
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where and how two outcomes first part."""
+
+    index: int
+    op: str
+    signature: str
+    detail: tuple[str, ...]
+
+
+def _backends(mode: Mode, options: Options) -> tuple[Backend, Backend]:
+    """(reference, other): the reference's counters go into saved expect blocks."""
+    if mode == "policies":
+        return ModelBackend("6.18"), ModelBackend("v7")
+    from hugetlbsim.backends.kernel import KernelBackend
+
+    return KernelBackend(lock_timeout=options.lock_timeout), ModelBackend("6.18")
+
+
+def execute(scenario: Scenario, backend: Backend) -> Outcome:
+    """Run the scenario like `hugetlbsim.runner.run`, but an exception inside a step ends the
+    trace there and is recorded; a kernel that cannot run or clean up aborts the campaign."""
+    from hugetlbsim.backends.kernel import KernelNotClean
+
+    trace = Trace(backend=backend.name, kernel=backend.version(), scenario=scenario.name)
+    session = backend.open(scenario)
+    try:
+        for step in scenario.steps:
+            try:
+                result = session.apply(step.op, step.args)
+                state = session.state()
+            except (KernelNotClean, BackendUnavailable):
+                raise
+            except Exception as exc:
+                return Outcome(trace, f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+            trace.steps.append(StepRecord(
+                index=step.index, op=step.op,
+                args={k: v for k, v in step.args.items() if v is not None},
+                result=result, state=state, line=step.line))
+    finally:
+        session.close()
+    return Outcome(trace)
+
+
+def _generic(key: str) -> str:
+    """A difference's key without the object's name: ``cgroup.g1.rsvd`` → ``cgroup.rsvd``."""
+    parts = key.split(".")
+    return ".".join(parts[:1] + parts[2:]) if parts[0] in ("cgroup", "mount", "file") else key
+
+
+def _visible(record: StepRecord) -> tuple[str, dict[str, Any]]:
+    """The result and state of a step without the model's file ``regions`` (a quick test of
+    sameness before `compare` looks closer; it may only report too much)."""
+    files = {name: {k: v for k, v in f.items() if k != "regions"}
+             for name, f in record.state.get("files", {}).items()}
+    return record.result, {**record.state, "files": files}
+
+
+def diverge(scenario: Scenario, ref: Outcome, other: Outcome, *,
+            watermarks: bool) -> Divergence | None:
+    """The first step where the outcomes differ: a counter or result, or an exception."""
+    n = min(len(ref.trace.steps), len(other.trace.steps))
+    a, b = replace(ref.trace, steps=ref.trace.steps[:n]), replace(other.trace,
+                                                                  steps=other.trace.steps[:n])
+    diffs: list[StepDiff] = []
+    if not all(_visible(sa) == _visible(sb) for sa, sb in zip(a.steps, b.steps, strict=True)):
+        diffs = compare(a, b, watermarks=watermarks)
+    names = (f"{a.backend} {a.kernel}", f"{b.backend} {b.kernel}")
+    if diffs:
+        first = diffs[0]
+        keys = sorted({_generic(d.key) for d in first.differences})
+        detail = tuple(f"{d.key}: {names[0]} {show_value(d.a)}, {names[1]} {show_value(d.b)}"
+                       for d in first.differences)
+        return Divergence(first.index, first.op, f"{first.op}: {', '.join(keys)}", detail)
+    for name, outcome in zip(names, (ref, other), strict=True):
+        if outcome.error is not None and len(outcome.trace.steps) == n:
+            kind, op = outcome.error.partition(":")[0], scenario.steps[n].op
+            return Divergence(n, op, f"{op}: {name.split()[0]} raises {kind}",
+                              (f"{name} raised {outcome.error}",))
+    return None
+
+
+def _same(found: Divergence, again: Divergence | None) -> bool:
+    """Whether a shrunk candidate still shows the same divergence (same kind, same operation,
+    some difference in common), so shrinking does not slide onto another bug."""
+    if again is None:
+        return False
+    if " raises " in found.signature or " raises " in again.signature:
+        return found.signature == again.signature
+    op, _, keys = found.signature.partition(": ")
+    op_again, _, keys_again = again.signature.partition(": ")
+    return op == op_again and bool(set(keys.split(", ")) & set(keys_again.split(", ")))
+
+
+def check(scenario: Scenario, mode: Mode, options: Options) -> tuple[Outcome, Divergence | None]:
+    """Run one scenario on both sides of the mode; the reference outcome and any divergence."""
+    ref_backend, other_backend = _backends(mode, options)
+    other = execute(scenario, other_backend)
+    ref = execute(scenario, ref_backend)
+    return ref, diverge(scenario, ref, other, watermarks=mode == "policies")
+
+
+def _describe(scenario: Scenario, found: Divergence) -> tuple[str, ...]:
+    step = scenario.steps[found.index] if found.index < len(scenario.steps) else None
+    where = f"step {found.index} ({step.op})" if step is not None else f"step {found.index}"
+    return (where, *found.detail)
+
+
+def run_batch(seeds: Sequence[int], mode: Mode, options: Options) -> BatchResult:
+    """Generate, run and compare the scenario of each seed; shrink what diverges.
+
+    A top-level function of picklable arguments: the task any executor runs.
+    """
+    findings: list[Finding] = []
+    known = set(options.known)
+    steps = 0
+    for seed in seeds:
+        scenario = generate(seed, options.gen)
+        steps += len(scenario.steps)
+        _, found = check(scenario, mode, options)
+        if found is None:
+            continue
+        finding = Finding(seed, mode, found.signature, _describe(scenario, found),
+                          len(scenario.steps))
+        if options.shrink and found.signature not in known:
+            known.add(found.signature)
+            finding = shrink_finding(scenario, finding, found, mode, options)
+        findings.append(finding)
+    return BatchResult(len(seeds), steps, tuple(findings))
+
+
+def shrink_finding(scenario: Scenario, finding: Finding, found: Divergence, mode: Mode,
+                   options: Options) -> Finding:
+    """Shrink the scenario while the same divergence persists; record the reference side."""
+    def still(candidate: Scenario) -> bool:
+        return _same(found, check(candidate, mode, options)[1])
+
+    small = shrink(scenario, still, budget=options.budget)
+    ref, again = check(small, mode, options)
+    if again is None:  # flaky: keep the original scenario
+        small, (ref, again) = scenario, check(scenario, mode, options)
+    assert again is not None
+    names = {"policies": ("policy 6.18", "policy v7"), "kernel": ("the kernel", "model 6.18")}
+    comments = (
+        f"hugetlbsim fuzz --against {mode}: {names[mode][0]} and {names[mode][1]} differ",
+        f"seed {finding.seed}, shrunk from {finding.steps} to {len(small.steps)} steps; "
+        f"the original: hugetlbsim fuzz --against {mode} --seed {finding.seed} --count 1",
+        *_describe(small, again),
+        f"expect blocks: what {names[mode][0]} showed",
+    )
+    recorded = with_expect(replace(small, name=f"fuzz-{mode}-seed-{finding.seed}"), ref.trace)
+    return replace(finding, detail=_describe(small, again),
+                   shrunk=scenario_text(recorded, comments), shrunk_steps=len(small.steps))
+
+
+@dataclass
+class Summary:
+    """Totals of a campaign so far."""
+
+    scenarios: int = 0
+    steps: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, result: BatchResult) -> None:
+        self.scenarios += result.scenarios
+        self.steps += result.steps
+        self.findings.extend(result.findings)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def by_signature(self) -> dict[str, list[Finding]]:
+        """Findings grouped by signature, shrunk ones first in each group."""
+        groups: dict[str, list[Finding]] = {}
+        for f in sorted(self.findings, key=lambda f: (f.shrunk is None, f.seed)):
+            groups.setdefault(f.signature, []).append(f)
+        return groups
+
+
+def _seed_batches(seed: int, count: int | None, batch: int) -> Iterator[tuple[int, ...]]:
+    start = seed
+    while count is None or start < seed + count:
+        n = batch if count is None else min(batch, seed + count - start)
+        yield tuple(range(start, start + n))
+        start += n
+
+
+def campaign(mode: Mode, executor: Executor, *, seed: int, count: int | None = None,
+             seconds: float | None = None, batch: int = 50, in_flight: int = 2,
+             options: Options | None = None,
+             on_result: Callable[[Summary, BatchResult], None] | None = None) -> Summary:
+    """Run seeds ``seed, seed+1, ...`` in batches on ``executor`` until ``count`` scenarios
+    ran or ``seconds`` passed (batches under way then still finish).
+
+    At most ``in_flight`` batches are submitted at a time; each result is added to the summary
+    and passed to ``on_result``.  Signatures found so far travel with later batches, so a
+    divergence seen again is counted but not shrunk again.  On an exception (Ctrl-C included)
+    the batches not yet started are cancelled and the running ones are waited for.
+    """
+    options = options or Options()
+    summary = Summary()
+    deadline = None if seconds is None else summary.started + seconds
+    batches = _seed_batches(seed, count, batch)
+    pending: set[Future[BatchResult]] = set()
+
+    def submit() -> bool:
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        seeds = next(batches, None)
+        if seeds is None:
+            return False
+        known = frozenset(f.signature for f in summary.findings)
+        pending.add(executor.submit(run_batch, seeds, mode, replace(options, known=known)))
+        return True
+
+    try:
+        while len(pending) < in_flight and submit():
+            pass
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                pending.discard(future)
+                result = future.result()
+                summary.add(result)
+                if on_result is not None:
+                    on_result(summary, result)
+            while len(pending) < in_flight and submit():
+                pass
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        wait(pending)
+        raise
+    return summary
+
+
+def ignore_sigint() -> None:
+    """Process-pool initializer: Ctrl-C is the parent's business (it cancels and waits)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,0 +1,159 @@
+"""``hugetlbsim fuzz``: a campaign with a progress bar, shrunk divergences saved to a folder.
+
+Progress goes to stderr (scenarios/s, steps, divergences); the summary goes to stdout.  Exit
+status 1 if anything diverged, 130 when interrupted (after the scenarios under way finish).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hugetlbsim.fuzz.campaign import (
+    MODES,
+    BatchResult,
+    Finding,
+    Mode,
+    Options,
+    Summary,
+    campaign,
+    ignore_sigint,
+)
+from hugetlbsim.fuzz.generate import WEIGHTS, GenOptions
+
+DEFAULT_COUNT = 1000
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def save(out: Path, finding: Finding) -> Path:
+    """Write a shrunk finding as ``OUT/MODE-seed-SEED.yaml``; the folder ignores itself in git."""
+    assert finding.shrunk is not None
+    out.mkdir(parents=True, exist_ok=True)
+    ignore = out / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# hugetlbsim fuzz output\n*\n", encoding="utf-8")
+    path = out / f"{finding.mode}-seed-{finding.seed}.yaml"
+    path.write_text(finding.shrunk, encoding="utf-8")
+    return path
+
+
+def summary_table(summary: Summary, saved: dict[int, Path]) -> Table:
+    """One row per kind of divergence: how often, first seeds, the saved shrunk scenario."""
+    table = Table(title=f"{len(summary.findings)} divergences")
+    for name in ("signature", "count", "seeds", "shrunk", "saved"):
+        table.add_column(name, justify="right" if name in ("count", "shrunk") else "left")
+    for signature, group in summary.by_signature().items():
+        first = group[0]
+        shrunk = f"{first.steps}→{first.shrunk_steps}" if first.shrunk is not None else "-"
+        seeds = ", ".join(str(f.seed) for f in group[:5]) + (", ..." if len(group) > 5 else "")
+        table.add_row(signature, str(len(group)), seeds, shrunk,
+                      str(saved.get(first.seed, "-")))
+    return table
+
+
+@click.command("fuzz")
+@click.option("--seed", type=int, default=None,
+              help="First seed; scenarios use seed, seed+1, ... [default: random, printed]")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help=f"Scenarios to run [default: {DEFAULT_COUNT}].")
+@click.option("--time", "seconds", type=click.FloatRange(min=0), default=None,
+              help="Run for this many seconds instead of a count.")
+@click.option("--against", "mode", type=click.Choice(MODES), default="policies",
+              show_default=True,
+              help="policies: model 6.18 against v7; kernel: model against this machine.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Processes for policies runs [default: CPUs]; kernel runs are serial.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("fuzz-out"), show_default=True,
+              help="Where shrunk divergences are saved.")
+@click.option("--focus", multiple=True, type=click.Choice(sorted(WEIGHTS)),
+              help="Weight the generator towards these actions (repeatable).")
+@click.option("--per-signature", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Divergences of one kind shrunk and saved (the rest are counted).")
+@click.pass_context
+def fuzz(ctx: click.Context, seed: int | None, count: int | None, seconds: float | None,
+         mode: Mode, jobs: int | None, out: Path, focus: tuple[str, ...],
+         per_signature: int) -> None:
+    """Run generated scenarios on two sides and shrink every divergence; exit 1 if any."""
+    if count is not None and seconds is not None:
+        raise click.UsageError("give --count or --time, not both")
+    if mode == "kernel" and jobs not in (None, 1):
+        raise click.UsageError("kernel runs are serial (the kernel's counters are global); "
+                               "drop --jobs")
+    if seed is None:
+        seed = random.SystemRandom().randrange(1 << 32)
+    if count is None and seconds is None:
+        count = DEFAULT_COUNT
+    jobs = jobs or os.cpu_count() or 1
+    err = Console(stderr=True, highlight=False)
+    err.print(f"fuzz --against {mode} --seed {seed} "
+              + (f"--count {count}" if count is not None else f"--time {seconds:g}")
+              + (f" --jobs {jobs}" if mode == "policies" else ""), markup=False)
+    options = Options(gen=GenOptions(focus=focus), shrink=per_signature > 0)
+    executor: Executor
+    if mode == "kernel":
+        executor = ThreadPoolExecutor(max_workers=1)
+    else:
+        executor = ProcessPoolExecutor(max_workers=jobs, initializer=ignore_sigint)
+    batch, in_flight = (1, 2) if mode == "kernel" else (100, 2 * jobs)
+    saved: dict[int, Path] = {}
+    per_kind: dict[str, int] = {}
+    state = Summary()
+    progress = Progress(
+        TextColumn("fuzz {task.description}"), BarColumn(),
+        TextColumn("{task.fields[done]} scenarios  {task.fields[rate]:.0f}/s  "
+                   "{task.fields[steps]} steps  [bold]{task.fields[found]} divergences"),
+        TimeElapsedColumn(), console=err)
+    task = progress.add_task(mode, total=count if count is not None else seconds, done=0,
+                             rate=0.0, steps=0, found=0)
+
+    def on_result(summary: Summary, result: BatchResult) -> None:
+        nonlocal state
+        state = summary
+        for finding in result.findings:
+            if finding.shrunk is None or per_kind.get(finding.signature, 0) >= per_signature:
+                continue
+            per_kind[finding.signature] = per_kind.get(finding.signature, 0) + 1
+            saved[finding.seed] = save(out, finding)
+            progress.console.print(f"seed {finding.seed}: {finding.signature} "
+                                   f"({finding.steps}→{finding.shrunk_steps} steps) "
+                                   f"→ {saved[finding.seed]}", markup=False)
+        progress.update(task, completed=summary.scenarios if count is not None
+                        else summary.elapsed, done=summary.scenarios, steps=summary.steps,
+                        found=len(summary.findings),
+                        rate=summary.scenarios / max(summary.elapsed, 1e-9))
+
+    interrupted = False
+    old = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with executor, progress:
+            campaign(mode, executor, seed=seed, count=count, seconds=seconds, batch=batch,
+                     in_flight=in_flight, options=options, on_result=on_result)
+    except KeyboardInterrupt:
+        err.print("interrupted: the scenarios under way finished; summary so far")
+        interrupted = True
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    out_console = Console(width=160) if not Console().is_terminal else Console()
+    rate = state.scenarios / max(state.elapsed, 1e-9)
+    out_console.print(f"{state.scenarios} scenarios, {state.steps} steps in "
+                      f"{state.elapsed:.1f} s ({rate:.0f} scenarios/s), seed {seed}, "
+                      f"against {mode}: {len(state.findings)} divergences", highlight=False)
+    if state.findings:
+        out_console.print(summary_table(state, saved))
+    if interrupted:
+        ctx.exit(130)
+    if state.findings:
+        ctx.exit(1)

@@ -1,0 +1,179 @@
+"""Delta debugging: shrink a scenario while a predicate ("still diverges") holds.
+
+`shrink` removes chunks of steps (ddmin), then single steps, then makes numbers smaller (the
+initial pool, sizes, lengths, counts, offsets, limits) and drops optional arguments, repeating
+until nothing more can go.  Every candidate is valid: a removal also drops the later steps
+whose names it left dangling (`valid_steps`), so the predicate only ever sees scenarios the
+loader accepts.  Predicate answers are memoised, since a kernel run costs tens of ms.
+
+`with_expect` writes the counters of a reference trace into the steps' ``expect`` blocks and
+`scenario_text` makes the file a shrunk divergence is saved as.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+from hugetlbsim.fuzz.world import valid_steps
+from hugetlbsim.loader import SECTION_KEYS, dump_scenario, load_text
+from hugetlbsim.runner import Trace
+from hugetlbsim.scenario import OPS, POOL_KEYS, Scenario, Step
+
+Predicate = Callable[[Scenario], bool]
+RECORDED_CGROUP_KEYS = ("usage", "rsvd", "failcnt", "rsvd_failcnt")
+"""Cgroup counters written into expect blocks (watermarks count failed attempts: left out)."""
+
+
+class _Memo:
+    """The predicate, memoised on the scenario's content, with a budget of real checks."""
+
+    def __init__(self, predicate: Predicate, budget: int) -> None:
+        self.predicate = predicate
+        self.budget = budget
+        self.seen: dict[tuple[Any, ...], bool] = {}
+
+    def __call__(self, scenario: Scenario) -> bool:
+        key = (scenario.pool_pages, scenario.pool_overcommit,
+               tuple((s.op, tuple(s.args.items())) for s in scenario.steps))
+        if key not in self.seen:
+            if self.budget <= 0:
+                return False
+            self.budget -= 1
+            self.seen[key] = self.predicate(scenario)
+        return self.seen[key]
+
+
+def shrink(scenario: Scenario, predicate: Predicate, *, budget: int = 1000) -> Scenario:
+    """A smaller scenario on which ``predicate`` still holds (``scenario`` itself must).
+
+    At most ``budget`` new predicate calls are made; the best scenario so far is returned
+    when it runs out.
+    """
+    test = _Memo(predicate, budget)
+    best = replace(scenario, steps=valid_steps(scenario.steps))
+    if not test(best):
+        return scenario
+    while True:
+        before = best
+        best = _ddmin(best, test)
+        best = _single_steps(best, test)
+        best = _numbers(best, test)
+        if best == before or test.budget <= 0:
+            return best
+
+
+def _with_steps(scenario: Scenario, steps: Sequence[Step]) -> Scenario:
+    return replace(scenario, steps=valid_steps(steps))
+
+
+def _ddmin(scenario: Scenario, test: _Memo) -> Scenario:
+    """Remove ever smaller chunks of steps while the predicate holds."""
+    n = 2
+    while len(scenario.steps) >= 2:
+        steps = scenario.steps
+        size = -(-len(steps) // n)
+        for start in range(0, len(steps), size):
+            candidate = _with_steps(scenario, steps[:start] + steps[start + size:])
+            if test(candidate):
+                scenario, n = candidate, max(n - 1, 2)
+                break
+        else:
+            if n >= len(steps):
+                break
+            n = min(2 * n, len(steps))
+    return scenario
+
+
+def _single_steps(scenario: Scenario, test: _Memo) -> Scenario:
+    """Remove one step at a time, last first, until no single removal keeps the predicate."""
+    changed = True
+    while changed:
+        changed = False
+        for i in reversed(range(len(scenario.steps))):
+            if i >= len(scenario.steps):
+                continue
+            steps = scenario.steps
+            candidate = _with_steps(scenario, steps[:i] + steps[i + 1:])
+            if test(candidate):
+                scenario, changed = candidate, True
+    return scenario
+
+
+def _smaller(value: Any) -> Iterator[Any]:
+    """Smaller values to try for an int (0, half, one less) or a ``max`` limit (a number)."""
+    if value == "max":
+        yield 0
+        return
+    if type(value) is int and value > 0:
+        yield from dict.fromkeys(v for v in (0, value // 2, value - 1) if v < value)
+
+
+def _tries(kind: str, required: bool, default: Any, value: Any) -> list[Any]:
+    """Simpler values for one argument: its default (for values, processes and cgroups; for
+    a number only a smaller one), then smaller numbers.  Never a larger number, so shrinking
+    cannot cycle."""
+    tries: list[Any] = []
+    if (not required and value is not None and value != default
+            and kind in ("int", "bool", "limit", "proc", "cgroup")
+            and (kind != "int" or default is None or default < value)):
+        tries.append(default)
+    if kind in ("int", "limit"):
+        tries.extend(v for v in _smaller(value) if v not in tries)
+    return tries
+
+
+def _numbers(scenario: Scenario, test: _Memo) -> Scenario:
+    """Make the initial pool, every number and every optional argument as small as it goes.
+
+    A change is only tried if the changed step stays valid (later steps it invalidates go).
+    """
+    for field in ("pool_pages", "pool_overcommit"):
+        for value in _smaller(getattr(scenario, field)):
+            candidate = replace(scenario, **{field: value})
+            if test(candidate):
+                scenario = candidate
+                break
+    i = 0
+    while i < len(scenario.steps):
+        for arg in OPS[scenario.steps[i].op]:
+            step = scenario.steps[i]
+            for new in _tries(arg.kind, arg.required, arg.default, step.args[arg.name]):
+                args = {**step.args, arg.name: new}
+                steps = list(scenario.steps)
+                steps[i] = replace(step, args=args)
+                candidate = _with_steps(scenario, steps)
+                kept = i < len(candidate.steps) and candidate.steps[i].args == args
+                if kept and test(candidate):
+                    scenario = candidate
+                    break
+        i += 1
+    return scenario
+
+
+def with_expect(scenario: Scenario, trace: Trace) -> Scenario:
+    """The scenario with each step's ``expect`` holding what ``trace`` showed after it."""
+    steps = list(scenario.steps)
+    for n, record in enumerate(trace.steps[:len(steps)]):
+        state = record.state
+        expect: dict[str, Any] = {"result": record.result,
+                                  **{k: state[k] for k in POOL_KEYS if k in state}}
+        sections = {
+            "cgroup": {name: {k: c[k] for k in RECORDED_CGROUP_KEYS if k in c}
+                       for name, c in state.get("cgroups", {}).items()},
+            "mount": {name: {"free": c["free"]} for name, c in state.get("mounts", {}).items()
+                      if c.get("free") is not None},
+            "file": {name: {k: c[k] for k in SECTION_KEYS["file"] if k in c}
+                     for name, c in state.get("files", {}).items()},
+        }
+        expect.update({key: value for key, value in sections.items() if value})
+        steps[n] = replace(steps[n], expect=expect)
+    return replace(scenario, steps=tuple(steps))
+
+
+def scenario_text(scenario: Scenario, comments: Sequence[str] = ()) -> str:
+    """The scenario as a YAML file with leading comment lines; checked to load back."""
+    text = "".join(f"# {line}\n" for line in comments) + dump_scenario(scenario)
+    load_text(text, scenario.name or "<shrunk>")
+    return text
