@@ -1,6 +1,7 @@
 """``hugetlbsim fuzz``: a campaign with a progress bar, shrunk divergences saved to a folder.
 
-Progress goes to stderr (scenarios/s, steps, divergences); the summary goes to stdout.  Exit
+Progress goes to stderr (scenarios/s, steps, divergences, scenarios not run on the kernel
+because the model predicts they would leave it non-idle); the summary goes to stdout.  Exit
 status 1 if anything diverged, 130 when interrupted (after the scenarios under way finish).
 """
 
@@ -114,10 +115,11 @@ def fuzz(ctx: click.Context, seed: int | None, count: int | None, seconds: float
     progress = Progress(
         TextColumn("fuzz {task.description}"), BarColumn(),
         TextColumn("{task.fields[done]} scenarios  {task.fields[rate]:.0f}/s  "
-                   "{task.fields[steps]} steps  [bold]{task.fields[found]} divergences"),
+                   "{task.fields[steps]} steps  [bold]{task.fields[found]} divergences"
+                   "[/bold]  {task.fields[unsafe]} unsafe"),
         TimeElapsedColumn(), console=err)
     task = progress.add_task(mode, total=count if count is not None else seconds, done=0,
-                             rate=0.0, steps=0, found=0)
+                             rate=0.0, steps=0, found=0, unsafe=0)
 
     def on_result(summary: Summary, result: BatchResult) -> None:
         nonlocal state
@@ -132,7 +134,7 @@ def fuzz(ctx: click.Context, seed: int | None, count: int | None, seconds: float
                                    f"→ {saved[finding.seed]}", markup=False)
         progress.update(task, completed=summary.scenarios if count is not None
                         else summary.elapsed, done=summary.scenarios, steps=summary.steps,
-                        found=len(summary.findings),
+                        found=len(summary.findings), unsafe=len(summary.unsafe),
                         rate=summary.scenarios / max(summary.elapsed, 1e-9))
 
     interrupted = False
@@ -153,6 +155,8 @@ def fuzz(ctx: click.Context, seed: int | None, count: int | None, seconds: float
                       f"against {mode}: {len(state.findings)} divergences", highlight=False)
     if state.findings:
         out_console.print(summary_table(state, saved))
+    for seed_, why in state.unsafe:
+        out_console.print(f"seed {seed_}: not run on the kernel: {why}", highlight=False)
     if interrupted:
         ctx.exit(130)
     if state.findings:

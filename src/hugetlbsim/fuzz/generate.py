@@ -62,7 +62,7 @@ class _Generator:
         self.rng = random.Random(seed)
         self.seed = seed
         self.opt = options
-        self.world = World()
+        self.world = World(nonempty=True)
         self.steps: list[Step] = []
         self.counter = 0
         self.maps: dict[tuple[str, str], _Map] = {}

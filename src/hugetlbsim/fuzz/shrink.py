@@ -4,7 +4,10 @@
 initial pool, sizes, lengths, counts, offsets, limits) and drops optional arguments, repeating
 until nothing more can go.  Every candidate is valid: a removal also drops the later steps
 whose names it left dangling (`valid_steps`), so the predicate only ever sees scenarios the
-loader accepts.  Predicate answers are memoised, since a kernel run costs tens of ms.
+loader accepts.  Candidates stay where the generator goes, so shrinking does not slide from
+the bug it shrinks onto an unrelated corner case: page ranges hold at least one page, and a
+length or count shrinks to 1, not 0.  Predicate answers are memoised, since a kernel run
+costs tens of ms.
 
 `with_expect` writes the counters of a reference trace into the steps' ``expect`` blocks and
 `scenario_text` makes the file a shrunk divergence is saved as.
@@ -52,7 +55,7 @@ def shrink(scenario: Scenario, predicate: Predicate, *, budget: int = 1000) -> S
     when it runs out.
     """
     test = _Memo(predicate, budget)
-    best = replace(scenario, steps=valid_steps(scenario.steps))
+    best = _with_steps(scenario, scenario.steps)
     if not test(best):
         return scenario
     while True:
@@ -65,7 +68,7 @@ def shrink(scenario: Scenario, predicate: Predicate, *, budget: int = 1000) -> S
 
 
 def _with_steps(scenario: Scenario, steps: Sequence[Step]) -> Scenario:
-    return replace(scenario, steps=valid_steps(steps))
+    return replace(scenario, steps=valid_steps(steps, nonempty=True))
 
 
 def _ddmin(scenario: Scenario, test: _Memo) -> Scenario:
@@ -101,16 +104,17 @@ def _single_steps(scenario: Scenario, test: _Memo) -> Scenario:
     return scenario
 
 
-def _smaller(value: Any) -> Iterator[Any]:
-    """Smaller values to try for an int (0, half, one less) or a ``max`` limit (a number)."""
+def _smaller(value: Any, least: int = 0) -> Iterator[Any]:
+    """Smaller values to try for an int (least, half, one less) or a ``max`` limit."""
     if value == "max":
-        yield 0
+        yield least
         return
-    if type(value) is int and value > 0:
-        yield from dict.fromkeys(v for v in (0, value // 2, value - 1) if v < value)
+    if type(value) is int and value > least:
+        yield from dict.fromkeys(v for v in (least, max(least, value // 2), value - 1)
+                                 if v < value)
 
 
-def _tries(kind: str, required: bool, default: Any, value: Any) -> list[Any]:
+def _tries(name: str, kind: str, required: bool, default: Any, value: Any) -> list[Any]:
     """Simpler values for one argument: its default (for values, processes and cgroups; for
     a number only a smaller one), then smaller numbers.  Never a larger number, so shrinking
     cannot cycle."""
@@ -120,7 +124,8 @@ def _tries(kind: str, required: bool, default: Any, value: Any) -> list[Any]:
             and (kind != "int" or default is None or default < value)):
         tries.append(default)
     if kind in ("int", "limit"):
-        tries.extend(v for v in _smaller(value) if v not in tries)
+        least = 1 if name in ("length", "count") else 0
+        tries.extend(v for v in _smaller(value, least) if v not in tries)
     return tries
 
 
@@ -139,7 +144,8 @@ def _numbers(scenario: Scenario, test: _Memo) -> Scenario:
     while i < len(scenario.steps):
         for arg in OPS[scenario.steps[i].op]:
             step = scenario.steps[i]
-            for new in _tries(arg.kind, arg.required, arg.default, step.args[arg.name]):
+            for new in _tries(arg.name, arg.kind, arg.required, arg.default,
+                              step.args[arg.name]):
                 args = {**step.args, arg.name: new}
                 steps = list(scenario.steps)
                 steps[i] = replace(step, args=args)

@@ -33,9 +33,14 @@ class FileLife:
 
 
 class World:
-    """The live names after the steps applied so far (loader semantics)."""
+    """The live names after the steps applied so far (loader semantics).
 
-    def __init__(self) -> None:
+    With ``nonempty`` a page range must hold at least one page (the loader accepts empty
+    ranges; the generator never makes them, and the shrinker must not slide into them).
+    """
+
+    def __init__(self, *, nonempty: bool = False) -> None:
+        self.nonempty = nonempty
         self.procs: set[str] = {"init"}
         self.maps: dict[tuple[str, str], int] = {}
         """(proc, map) → pages of the mapping as created."""
@@ -143,7 +148,9 @@ class World:
         start: int = a.get(first) or 0
         n = a.get(count, 1 if count == "count" else None)
         end = max(start, length) if n is None else start + n
-        return (start, end) if end <= length else None
+        if end > length or (self.nonempty and end <= start):
+            return None
+        return start, end
 
     # -- following --------------------------------------------------------------------------
 
@@ -206,10 +213,10 @@ def full_args(op: str, given: Mapping[str, Any]) -> dict[str, Any]:
     return {a.name: given.get(a.name, a.default) for a in OPS[op]}
 
 
-def valid_steps(steps: Iterable[Step]) -> tuple[Step, ...]:
+def valid_steps(steps: Iterable[Step], *, nonempty: bool = False) -> tuple[Step, ...]:
     """The steps that stay valid in order, dropping each one whose names a removal left
     dangling (and whatever depends on it); indexes renumbered."""
-    world = World()
+    world = World(nonempty=nonempty)
     kept: list[Step] = []
     for step in steps:
         if world.valid(step.op, step.args):
