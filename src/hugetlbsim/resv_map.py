@@ -77,7 +77,7 @@ class RegionDel(NamedTuple):
 class ResvMap:
     """`struct resv_map`: the regions, the region cache and `adds_in_progress`."""
 
-    __slots__ = ("adds_in_progress", "allocator", "policy", "region_cache_count", "_store")
+    __slots__ = ("_store", "adds_in_progress", "allocator", "policy", "region_cache_count")
 
     def __init__(self, policy: Policy = "6.18", allocator: EntryAllocator | None = None) -> None:
         if policy not in POLICIES:
@@ -120,7 +120,8 @@ class ResvMap:
         """
         _check_range(f, t)
         if regions_needed < 1 or regions_needed > self.adds_in_progress:
-            raise ValueError(f"region_add({f}, {t}, {regions_needed}) without a matching region_chg")
+            raise ValueError(
+                f"region_add({f}, {t}, {regions_needed}) without a matching region_chg")
         while True:
             _, actual = self._count_gaps(f, t)
             extra = actual - regions_needed
