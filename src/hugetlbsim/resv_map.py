@@ -12,7 +12,8 @@ Entry allocation goes through an `EntryAllocator`, so tests can make any kmalloc
 coalescing policy is per map: ``"6.18"`` merges a new entry with a touching neighbour only when
 both carry the same uncharge info (`has_same_uncharge_info`), ``"v7"`` never merges (the seed
 patch "hugetlb: disable region_add file_region coalescing"), ``"legacy"`` merges regardless of
-info (the pre-v5.7 behaviour, when regions carried no info).
+info (the pre-v5.7 coalescing, when regions carried no info; the older chg/add bookkeeping with
+its placeholder entry is not modelled).
 """
 
 from __future__ import annotations
