@@ -10,12 +10,12 @@ skipped, with the reason, when the machine cannot run it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from hugetlbsim.backends.base import BackendUnavailable
+from hugetlbsim.backends.kernel import machine_unavailable
 from hugetlbsim.backends.model import ModelBackend
 from hugetlbsim.loader import load
 from hugetlbsim.runner import Trace, run
@@ -79,22 +79,7 @@ def test_example_on_model(path: Path) -> None:
 # ---- the live kernel ----------------------------------------------------------------------------
 
 
-def _kernel_unavailable() -> str | None:
-    """Why this machine cannot run the kernel backend (the pool's idleness is checked by each
-    session under the lock, so a concurrent hugetlbsim session is waited for, not skipped)."""
-    if os.geteuid() != 0:
-        return "the kernel backend needs root"
-    with open("/proc/filesystems") as f:
-        if "hugetlbfs" not in f.read().split():
-            return "no hugetlbfs in this kernel"
-    with open("/proc/cgroups") as f:
-        rows = [line.split() for line in f if not line.startswith("#")]
-    if not any(len(r) == 4 and r[0] == "hugetlb" and r[3] == "1" for r in rows):
-        return "no hugetlb cgroup controller in this kernel"
-    return None
-
-
-KERNEL_REASON = _kernel_unavailable()
+KERNEL_REASON = machine_unavailable()
 
 
 @pytest.mark.kernel

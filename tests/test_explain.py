@@ -3,7 +3,6 @@ cause and its numbers, the same results on the live kernel, and ``hugetlbsim exp
 
 from __future__ import annotations
 
-import os
 import re
 import textwrap
 from pathlib import Path
@@ -13,7 +12,7 @@ from click.testing import CliRunner
 
 from hugetlbsim import cli
 from hugetlbsim.backends.base import BackendUnavailable
-from hugetlbsim.backends.kernel import KernelBackend
+from hugetlbsim.backends.kernel import KernelBackend, machine_unavailable
 from hugetlbsim.backends.model import ModelBackend
 from hugetlbsim.explain import InspectedModel, chain, explanation, initial_state
 from hugetlbsim.loader import load_text
@@ -24,22 +23,9 @@ LOCK_WAIT = 600.0
 """Seconds a kernel test waits for another hugetlbsim session on this machine to finish."""
 
 
-def kernel_reason() -> str | None:
-    """Why the kernel backend cannot run here at all (an idle pool is checked when it runs)."""
-    if os.geteuid() != 0:
-        return "the kernel backend needs root"
-    with open("/proc/filesystems") as f:
-        if "hugetlbfs" not in f.read().split():
-            return "no hugetlbfs in this kernel"
-    with open("/proc/cgroups") as f:
-        if not any(line.split()[:1] == ["hugetlb"] and line.split()[3] == "1" for line in f):
-            return "no hugetlb cgroup controller"
-    return None
-
-
 def run_on_kernel(scenario: Scenario) -> Trace:
     """The scenario on the live kernel, or a skip saying why it cannot run."""
-    reason = kernel_reason()
+    reason = machine_unavailable()
     if reason is not None:
         pytest.skip(reason)
     try:

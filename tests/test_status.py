@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
-from test_explain import LOCK_WAIT, kernel_reason, scenario
+from test_explain import LOCK_WAIT, scenario
 
 from hugetlbsim import cli
 from hugetlbsim.backends.base import BackendUnavailable
-from hugetlbsim.backends.kernel import KernelBackend
+from hugetlbsim.backends.kernel import KernelBackend, machine_unavailable
 from hugetlbsim.status import Status, collect, render
 
 NOBODY = 65534
@@ -193,7 +193,7 @@ def test_unreadable_parts_as_nobody(open_tree: Path) -> None:
 @pytest.mark.kernel
 def test_live_session() -> None:
     """A kernel session's pool, mount and cgroups, as status reads them (also as nobody)."""
-    reason = kernel_reason()
+    reason = machine_unavailable()
     if reason is not None:
         pytest.skip(reason)
     setup = scenario("""

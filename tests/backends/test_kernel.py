@@ -21,23 +21,22 @@ from typing import Any
 import pytest
 
 from hugetlbsim.backends.base import BackendUnavailable
-from hugetlbsim.backends.kernel import LOCK_FILE, KernelBackend, KernelSession, acquire_lock
+from hugetlbsim.backends.kernel import (
+    LOCK_FILE,
+    KernelBackend,
+    KernelSession,
+    acquire_lock,
+    machine_unavailable,
+)
 from hugetlbsim.loader import load_text
 from hugetlbsim.scenario import OPS, Scenario
 
 
 def _unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    with open("/proc/filesystems") as f:
-        if "hugetlbfs" not in f.read().split():
-            return "no hugetlbfs in this kernel"
-    with open("/proc/cgroups") as f:
-        if not any(line.split()[:1] == ["hugetlb"] and line.split()[3] == "1" for line in f):
-            return "no hugetlb cgroup controller"
-    if _pool() != (0, 0, 0, 0, 0):
+    reason = machine_unavailable()
+    if reason is None and _pool() != (0, 0, 0, 0, 0):
         return "the huge page pool is not idle (HugePages_Total/Free/Rsvd/Surp, overcommit)"
-    return None
+    return reason
 
 
 def _pool() -> tuple[int, ...]:

@@ -83,16 +83,27 @@ class KernelNotClean(RuntimeError):
     """Teardown could not restore the machine (pool not idle, a mount or cgroup left)."""
 
 
-def _check_machine() -> None:
+def machine_unavailable() -> str | None:
+    """Why this machine cannot run the kernel backend at all, or None.
+
+    (Whether the pool is idle is checked by each session, under the lock.)
+    """
     if os.geteuid() != 0:
-        raise BackendUnavailable("the kernel backend needs root")
+        return "the kernel backend needs root"
     with open("/proc/filesystems") as f:
         if "hugetlbfs" not in f.read().split():
-            raise BackendUnavailable("hugetlbfs is not available in this kernel")
+            return "hugetlbfs is not available in this kernel"
     with open("/proc/cgroups") as f:
         rows = [line.split() for line in f if not line.startswith("#")]
-    if not any(r[0] == "hugetlb" and r[3] == "1" for r in rows if len(r) == 4):
-        raise BackendUnavailable("the hugetlb cgroup controller is not available")
+    if not any(len(r) == 4 and r[0] == "hugetlb" and r[3] == "1" for r in rows):
+        return "the hugetlb cgroup controller is not available"
+    return None
+
+
+def _check_machine() -> None:
+    reason = machine_unavailable()
+    if reason is not None:
+        raise BackendUnavailable(reason)
 
 
 def _check_scenario(scenario: Scenario, max_pages: int) -> None:
