@@ -29,6 +29,7 @@ from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.inode import Inode
 from hugetlbsim.reserve import hugetlb_reserve_pages
 from hugetlbsim.resv_map import Policy, ResvMap
+from hugetlbsim.scenario import OPS
 from hugetlbsim.subpool import HugepageSubpool
 from hugetlbsim.unmap import free_batch, unmap_vmas, zap_pages
 from hugetlbsim.vma import VMA, Process, Pte
@@ -87,9 +88,9 @@ class System:
 
     def apply(self, op: str, args: Mapping[str, Any]) -> str:
         """Run one scenario operation; return its result and keep its explanation."""
-        method: Callable[..., None] | None = getattr(self, op, None)
-        if op.startswith("_") or op in _NOT_OPS or method is None:
+        if op not in OPS:
             raise ScenarioMisuse(f"unknown operation {op!r}")
+        method: Callable[..., None] = getattr(self, op)
         self.last_explanation = None
         try:
             method(**args)
@@ -611,5 +612,3 @@ def _cgroup_state(cg: HugetlbCgroup) -> dict[str, int | None]:
 def _info_name(info: object) -> str | None:
     return info.name if isinstance(info, HugetlbCgroup) else None
 
-
-_NOT_OPS = frozenset({"apply", "snapshot", "check_invariants"})
