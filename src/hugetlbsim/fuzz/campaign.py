@@ -194,8 +194,8 @@ def _visible(record: StepRecord) -> tuple[str, dict[str, Any]]:
     return record.result, {**record.state, "files": files}
 
 
-def diverge(scenario: Scenario, ref: Outcome, other: Outcome, *,
-            watermarks: bool) -> Divergence | None:
+def diverge(scenario: Scenario, ref: Outcome, other: Outcome, *, watermarks: bool,
+            names: tuple[str, str] | None = None) -> Divergence | None:
     """The first step where the outcomes differ: a counter or result, or an exception."""
     n = min(len(ref.trace.steps), len(other.trace.steps))
     a, b = replace(ref.trace, steps=ref.trace.steps[:n]), replace(other.trace,
@@ -203,7 +203,7 @@ def diverge(scenario: Scenario, ref: Outcome, other: Outcome, *,
     diffs: list[StepDiff] = []
     if not all(_visible(sa) == _visible(sb) for sa, sb in zip(a.steps, b.steps, strict=True)):
         diffs = compare(a, b, watermarks=watermarks)
-    names = (f"{a.backend} {a.kernel}", f"{b.backend} {b.kernel}")
+    names = names or (f"{a.backend} {a.kernel}", f"{b.backend} {b.kernel}")
     if diffs:
         first = diffs[0]
         keys = sorted({_generic(d.key) for d in first.differences})
@@ -248,7 +248,8 @@ def check(scenario: Scenario, mode: Mode, options: Options) -> Checked:
     if mode == "policies":
         ref = execute(scenario, ModelBackend("6.18"))
         other = execute(scenario, ModelBackend("v7"))
-        return Checked(diverge(scenario, ref, other, watermarks=True), ref)
+        return Checked(diverge(scenario, ref, other, watermarks=True,
+                               names=("model 6.18", "model v7")), ref)
     from hugetlbsim.backends.kernel import KernelBackend
 
     model = execute(scenario, ModelBackend("6.18"))
