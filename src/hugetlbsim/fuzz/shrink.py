@@ -22,7 +22,7 @@ from typing import Any
 from hugetlbsim.fuzz.world import valid_steps
 from hugetlbsim.loader import SECTION_KEYS, dump_scenario, load_text
 from hugetlbsim.runner import Trace
-from hugetlbsim.scenario import OPS, POOL_KEYS, Scenario, Step
+from hugetlbsim.scenario import OPS, POOL_KEYS, Arg, Scenario, Step
 
 Predicate = Callable[[Scenario], bool]
 RECORDED_CGROUP_KEYS = ("usage", "rsvd", "failcnt", "rsvd_failcnt")
@@ -114,19 +114,26 @@ def _smaller(value: Any, least: int = 0) -> Iterator[Any]:
                                  if v < value)
 
 
-def _tries(name: str, kind: str, required: bool, default: Any, value: Any) -> list[Any]:
+_INITIAL = {"proc": "init", "cgroup": "root"}
+"""The process and cgroup every scenario starts with: what a name shrinks to."""
+
+
+def _tries(arg: Arg, value: Any) -> list[Any]:
     """Simpler values for one argument: its default (for values, processes and cgroups; for
-    a number only a smaller one), then smaller numbers.  Never a larger number, so shrinking
-    cannot cycle."""
+    a number only a smaller one), then smaller numbers; a process or cgroup it uses becomes
+    init or root.  Never a larger number, so shrinking cannot cycle."""
+    kind, default = arg.kind, arg.default
     tries: list[Any] = []
-    if (not required and value is not None and value != default
+    if (not arg.required and value is not None and value != default
             and kind in ("int", "bool", "limit", "proc", "cgroup")
             and (kind != "int" or default is None or default < value)):
         tries.append(default)
+    if kind in _INITIAL and not arg.introduces and value not in (None, _INITIAL[kind]):
+        tries.append(_INITIAL[kind])
     if kind in ("int", "limit"):
-        least = 1 if name in ("length", "count") else 0
+        least = 1 if arg.name in ("length", "count") else 0
         tries.extend(v for v in _smaller(value, least) if v not in tries)
-    return tries
+    return list(dict.fromkeys(tries))
 
 
 def _numbers(scenario: Scenario, test: _Memo) -> Scenario:
@@ -144,8 +151,7 @@ def _numbers(scenario: Scenario, test: _Memo) -> Scenario:
     while i < len(scenario.steps):
         for arg in OPS[scenario.steps[i].op]:
             step = scenario.steps[i]
-            for new in _tries(arg.name, arg.kind, arg.required, arg.default,
-                              step.args[arg.name]):
+            for new in _tries(arg, step.args[arg.name]):
                 args = {**step.args, arg.name: new}
                 steps = list(scenario.steps)
                 steps[i] = replace(step, args=args)
