@@ -118,6 +118,28 @@ def test_a_planted_bug_is_found_shrunk_and_recorded(
     assert f"--seed {first.seed} --count 1" in first.shrunk
 
 
+def test_a_divergence_that_does_not_come_back_is_flaky(
+        planted: Callable[[str], Switch], monkeypatch: pytest.MonkeyPatch) -> None:
+    switch = planted("munmap")
+    runs = 0
+
+    class Once(ModelBackend):
+        """Policy v7 runs with the planted bug the first time only."""
+
+        def open(self, scenario: Scenario) -> ModelSession:
+            nonlocal runs
+            runs += self.policy == "v7"
+            switch.on = self.policy == "v7" and runs == 1
+            return super().open(scenario)
+
+    monkeypatch.setattr(campaign_mod, "ModelBackend", Once)
+    [finding] = run_batch((9,), "policies", Options()).findings
+    assert not finding.reproduced
+    assert finding.shrunk is not None and "flaky" in finding.shrunk
+    assert finding.shrunk_steps == finding.steps
+    assert len(load_text(finding.shrunk).steps) == finding.steps
+
+
 def test_kernel_guard_predicts_the_6_18_subpool_leak() -> None:
     """A failed mmap on a mount with size= and min_size= loses a reservation for good on
     6.18: such a scenario must never run on the kernel (it left the machine with Rsvd = -1)."""

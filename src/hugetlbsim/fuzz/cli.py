@@ -57,7 +57,8 @@ def summary_table(summary: Summary, saved: dict[int, Path]) -> Table:
         table.add_column(name, justify="right" if name in ("count", "shrunk") else "left")
     for signature, group in summary.by_signature().items():
         first = group[0]
-        shrunk = f"{first.steps}→{first.shrunk_steps}" if first.shrunk is not None else "-"
+        shrunk = "-" if first.shrunk is None else (
+            f"{first.steps}→{first.shrunk_steps}" if first.reproduced else "flaky")
         seeds = ", ".join(str(f.seed) for f in group[:5]) + (", ..." if len(group) > 5 else "")
         table.add_row(signature, str(len(group)), seeds, shrunk,
                       str(saved.get(first.seed, "-")))
@@ -129,8 +130,9 @@ def fuzz(ctx: click.Context, seed: int | None, count: int | None, seconds: float
                 continue
             per_kind[finding.signature] = per_kind.get(finding.signature, 0) + 1
             saved[finding.seed] = save(out, finding)
-            progress.console.print(f"seed {finding.seed}: {finding.signature} "
-                                   f"({finding.steps}→{finding.shrunk_steps} steps) "
+            how = (f"{finding.steps}→{finding.shrunk_steps} steps" if finding.reproduced
+                   else "flaky: did not diverge again")
+            progress.console.print(f"seed {finding.seed}: {finding.signature} ({how}) "
                                    f"→ {saved[finding.seed]}", markup=False)
         progress.update(task, completed=summary.scenarios if count is not None
                         else summary.elapsed, done=summary.scenarios, steps=summary.steps,
