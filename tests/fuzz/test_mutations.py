@@ -8,7 +8,6 @@ Seeds and weights are chosen so each bug shows in the first scenarios.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -16,6 +15,7 @@ from dataclasses import replace
 import pytest
 from planting import Switch, off
 
+from hugetlbsim.backends.kernel import machine_unavailable
 from hugetlbsim.fuzz.campaign import Options, campaign, check
 from hugetlbsim.fuzz.generate import GenOptions
 from hugetlbsim.loader import load_text
@@ -32,17 +32,10 @@ def _pool() -> tuple[int, ...]:
 
 
 def _unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    with open("/proc/filesystems") as f:
-        if "hugetlbfs" not in f.read().split():
-            return "no hugetlbfs in this kernel"
-    with open("/proc/cgroups") as f:
-        if not any(line.split()[:1] == ["hugetlb"] and line.split()[3] == "1" for line in f):
-            return "no hugetlb cgroup controller"
-    if _pool() != (0, 0, 0, 0, 0):
-        return "the huge page pool is not idle (HugePages_Total/Free/Rsvd/Surp, overcommit)"
-    return None
+    reason = machine_unavailable()
+    if reason is None and _pool() != (0, 0, 0, 0, 0):
+        reason = "the huge page pool is not idle (HugePages_Total/Free/Rsvd/Surp, overcommit)"
+    return reason
 
 
 REASON = _unavailable()
