@@ -410,3 +410,8 @@ def status_command(as_json: bool) -> None:
         click.echo(json.dumps(status.to_json()))
     else:
         _out().print(render(status))
+
+
+from hugetlbsim.fuzz.cli import fuzz  # noqa: E402  (the fuzz package registers its command)
+
+main.add_command(fuzz)
