@@ -214,6 +214,7 @@ class System:
                 vma.inode.i_mmap.append(copy)
                 copies.append(copy)
             kid.maps[name] = copies
+            kid.lengths[name] = parent.lengths[name]
         self.procs[child] = kid
 
     def exit(self, proc: str) -> None:
@@ -341,6 +342,7 @@ class System:
             inode.i_size = offset + length
         inode.i_mmap.append(vma)
         task.maps[map] = [vma]
+        task.lengths[map] = length
         self.absent.discard(map)
         if populate:
             write = writable and not shared
@@ -359,9 +361,9 @@ class System:
         end = self._map_end(task, map) if length is None else offset + length
         pieces = self._carve(task, map, offset, end)
         unmap_vmas((vma, vma.start, vma.end) for vma in pieces)
+        # A mapping unmapped piece by piece keeps its name (with no pieces) until the scenario
+        # unmaps it whole: later steps on it meet holes, as on the kernel.
         task.maps[map] = [v for v in task.maps[map] if v not in pieces]
-        if not task.maps[map]:
-            del task.maps[map]
         self._reap()
 
     def mprotect(self, proc: str, map: str, offset: int = 0, length: int | None = None,
@@ -576,7 +578,8 @@ class System:
         return list(seen.values())
 
     def _map_end(self, task: Process, map: str) -> int:
-        return max(v.end for v in task.maps[map])
+        """The end of the mapping as created."""
+        return task.lengths[map]
 
     def _piece(self, task: Process, map: str, page: int) -> VMA | None:
         return next((v for v in task.maps[map] if v.start <= page < v.end), None)

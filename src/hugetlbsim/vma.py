@@ -42,6 +42,8 @@ class Process:
     name: str
     cgroup: HugetlbCgroup
     maps: dict[str, list[VMA]] = field(default_factory=dict)
+    lengths: dict[str, int] = field(default_factory=dict)
+    """Each mapping's length as created (munmap/mprotect "to the end" means up to there)."""
 
 
 @dataclass(eq=False)
