@@ -41,6 +41,23 @@ class Inode:
         return self.linked or self.files > 0 or bool(self.i_mmap)
 
 
+def vma_interval_tree_insert(inode: Inode, vma: VMA, after: VMA | None = None) -> None:
+    """Link a VMA into the file's i_mmap, kept in the interval tree's order.
+
+    The tree is ordered by first file index, a new node going after those with the same index;
+    fork links the child's VMA right after its parent's (`vma_interval_tree_insert_after`).
+    The order decides which VMA a truncate or hole punch zaps (and frees) first.
+    """
+    if after is not None:
+        inode.i_mmap.insert(inode.i_mmap.index(after) + 1, vma)
+        return
+    key = vma.file_index(vma.start)
+    pos = len(inode.i_mmap)
+    while pos and inode.i_mmap[pos - 1].file_index(inode.i_mmap[pos - 1].start) > key:
+        pos -= 1
+    inode.i_mmap.insert(pos, vma)
+
+
 def hugetlb_add_to_page_cache(inode: Inode, index: int, folio: Folio) -> None:
     """A new page joins the page cache: it now holds its reservation for good."""
     folio.in_page_cache = True

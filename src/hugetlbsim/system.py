@@ -26,7 +26,7 @@ from hugetlbsim.fileops import (
 from hugetlbsim.folio import Folio
 from hugetlbsim.hstate import HState, unsigned
 from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
-from hugetlbsim.inode import Inode
+from hugetlbsim.inode import Inode, vma_interval_tree_insert
 from hugetlbsim.reserve import hugetlb_reserve_pages
 from hugetlbsim.resv_map import Policy, ResvMap
 from hugetlbsim.scenario import OPS
@@ -211,7 +211,7 @@ class System:
                         pte.writable = False
                     copy.ptes[page] = Pte(pte.folio, pte.writable)
                     pte.folio.mapcount += 1
-                vma.inode.i_mmap.append(copy)
+                vma_interval_tree_insert(vma.inode, copy, after=vma)
                 copies.append(copy)
             kid.maps[name] = copies
             kid.lengths[name] = parent.lengths[name]
@@ -340,7 +340,7 @@ class System:
             self._fail(map, err.result, err.why)
         if file is not None and writable and inode.i_size < offset + length:
             inode.i_size = offset + length
-        inode.i_mmap.append(vma)
+        vma_interval_tree_insert(inode, vma)
         task.maps[map] = [vma]
         task.lengths[map] = length
         self.absent.discard(map)
@@ -601,7 +601,7 @@ def _split(vma: VMA, at: int) -> VMA:
     upper.ptes = {p: pte for p, pte in vma.ptes.items() if p >= at}
     vma.ptes = {p: pte for p, pte in vma.ptes.items() if p < at}
     vma.end = at
-    vma.inode.i_mmap.append(upper)
+    vma_interval_tree_insert(vma.inode, upper)
     return upper
 
 

@@ -60,11 +60,16 @@ def unmap_vmas(pieces: Iterable[tuple[VMA, int, int]]) -> None:
 
 
 def zap_file_range(vmas: Iterable[VMA], start_index: int, end_index: int) -> None:
-    """`hugetlb_vmdelete_list`: zap file indexes ``[start, end)`` from every VMA of a file."""
-    freed: list[Folio] = []
+    """`hugetlb_vmdelete_list`: zap file indexes ``[start, end)`` from every VMA of a file.
+
+    Each VMA is unmapped with its own TLB batch, so its pages are freed before the next VMA is
+    zapped: a surplus page freed here can end the "no surplus" condition of the next VMA's
+    restore-on-unmap (found by fuzzing, seed 1770).
+    """
     for vma in vmas:
         lo = max(vma.start, vma.virtual_page(start_index))
         hi = min(vma.end, vma.virtual_page(end_index))
         if lo < hi:
+            freed: list[Folio] = []
             zap_pages(vma, lo, hi, freed)
-    free_batch(freed)
+            free_batch(freed)
