@@ -43,9 +43,20 @@ class HState:
     # -- reservations ------------------------------------------------------------------------
 
     def hugetlb_acct_memory(self, delta: int) -> bool:
-        """Take (delta > 0) or return (delta < 0) global reservations; False if impossible."""
+        """Take (delta > 0) or return (delta < 0) global reservations; False if impossible.
+
+        After a successful gather the kernel also refuses when ``delta`` exceeds the free pages
+        of the allowed nodes (the cpuset check).  With one node that only bites when Rsvd has
+        underflowed, and it then undoes the gather with `return_unused_surplus_pages`
+        (found by fuzzing, seeds 782, 1323, 1734).
+        """
         if delta > 0:
-            return self.gather_surplus_pages(delta)
+            if not self.gather_surplus_pages(delta):
+                return False
+            if delta > self.free_huge_pages:
+                self.return_unused_surplus_pages(delta)
+                return False
+            return True
         if delta < 0:
             self.return_unused_surplus_pages(-delta)
         return True

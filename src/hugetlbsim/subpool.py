@@ -24,6 +24,13 @@ class HugepageSubpool:
     used_hpages: int = 0
     rsv_hpages: int = 0
     count: int = 1
+    released_short: int = 0
+    """Global reservations the release dropped beyond what `rsv_hpages` still held.
+
+    6.18 releases the whole min_size at the last put whatever `rsv_hpages` holds; a failed
+    mmap whose unwind returned the min reserve to the pool before restoring `used_hpages`
+    leaves it short, so Rsvd ends that much too low (read from the source, not measured).
+    """
 
     @classmethod
     def new(cls, hstate: HState, max_hpages: int, min_hpages: int) -> HugepageSubpool | None:
@@ -67,6 +74,7 @@ class HugepageSubpool:
     def _release_if_unused(self) -> None:
         """`unlock_or_release_subpool`: the last user of an unmounted subpool returns min_size."""
         if self.count == 0 and self._is_free() and self.min_hpages != -1:
+            self.released_short = self.min_hpages - self.rsv_hpages
             self.hstate.hugetlb_acct_memory(-self.min_hpages)
             self.min_hpages = -1
 

@@ -80,6 +80,8 @@ class System:
         self.shms: dict[str, Shm] = {}
         self.inodes: list[Inode] = []
         self.absent: set[str] = set()
+        self.subpools: list[HugepageSubpool] = []
+        """Every subpool ever mounted (an unmounted one may still be released later)."""
         self.last_explanation: str | None = None
         if pool_pages or pool_overcommit:
             self.pool(pool_pages, pool_overcommit)
@@ -125,6 +127,8 @@ class System:
                     f"{h.free_huge_pages - h.resv_huge_pages} pages are free and unreserved "
                     f"and overcommit allows {h.surplus_capacity()} more surplus pages"))
         self.mounts[name] = Mount(name, spool)
+        if spool is not None:
+            self.subpools.append(spool)
         self.absent.discard(name)
 
     def umount(self, name: str) -> None:
@@ -345,12 +349,26 @@ class System:
         task.lengths[map] = length
         self.absent.discard(map)
         if populate:
-            write = writable and not shared
+            self._mm_populate(vma, write=writable and not shared)
+
+    def _mm_populate(self, vma: VMA, write: bool) -> None:
+        """MAP_POPULATE (`__mm_populate`): fault every page, ignoring failures.
+
+        After a round that faulted some pages, the kernel tries again from the page that
+        failed, so that page is attempted twice before the rest of the VMA is skipped (each
+        attempt can count in failcnt or leak subpool capacity; fuzz seeds 679, 7261).
+        """
+        start = vma.start
+        while start < vma.end:
+            page = start
             try:
-                for page in range(length):
-                    hugetlb_fault(vma, page, write, task.cgroup)
+                for page in range(start, vma.end):
+                    hugetlb_fault(vma, page, write, vma.mm.cgroup)
+                return
             except KernelError:
-                pass
+                if page == start:
+                    return
+                start = page
 
     def munmap(self, proc: str, map: str, offset: int = 0, length: int | None = None) -> None:
         """Unmap part or all of a mapping (offsets relative to the mapping as created)."""
@@ -361,9 +379,11 @@ class System:
         end = self._map_end(task, map) if length is None else offset + length
         pieces = self._carve(task, map, offset, end)
         unmap_vmas((vma, vma.start, vma.end) for vma in pieces)
-        # A mapping unmapped piece by piece keeps its name (with no pieces) until the scenario
-        # unmaps it whole: later steps on it meet holes, as on the kernel.
+        # A munmap of the whole mapping frees its name; one unmapped piece by piece keeps it
+        # (with no pieces left): later steps on it meet holes, as on the kernel.
         task.maps[map] = [v for v in task.maps[map] if v not in pieces]
+        if offset == 0 and length is None:
+            del task.maps[map], task.lengths[map]
         self._reap()
 
     def mprotect(self, proc: str, map: str, offset: int = 0, length: int | None = None,
@@ -484,10 +504,12 @@ class System:
                 assert vma.start <= page < vma.end, "PTE outside its VMA"
                 assert pte.folio.mapcount > 0
         pending = sum(1 for f in folios if f.restore_reserve)
-        min_rsv = sum(m.spool.rsv_hpages for m in self.mounts.values() if m.spool is not None)
-        assert h.resv_huge_pages == outstanding + min_rsv - pending, (
+        min_rsv = sum(sp.rsv_hpages for sp in self.subpools if sp.min_hpages != -1)
+        short = sum(sp.released_short for sp in self.subpools)
+        assert h.resv_huge_pages == outstanding + min_rsv - pending - short, (
             f"Rsvd {h.resv_huge_pages} != outstanding reservations {outstanding} + subpool "
-            f"min reserves {min_rsv} - pages about to restore theirs {pending}")
+            f"min reserves {min_rsv} - pages about to restore theirs {pending} - min reserves "
+            f"released but not held {short}")
         assert len(folios) == h.nr_huge_pages - h.free_huge_pages, (
             f"{len(folios)} pages in use but Total - Free = {h.nr_huge_pages - h.free_huge_pages}")
         for cg in self.cgroups.values():
