@@ -1,6 +1,7 @@
-"""The scenario files in ``examples/``: their expectations were recorded from the live kernel
-(``hugetlbsim record``), so every example must pass on the model, and, where the machine allows
-it, still match the kernel it was recorded from.
+"""The scenario files in ``examples/`` and the fuzzer's shrunk divergences kept in
+``tests/regressions/``: their expectations were recorded from the live kernel (``hugetlbsim
+record``), so every one must pass on the model, and, where the machine allows it, still match
+the kernel it was recorded from.
 
 An example that fails on the model documents a model bug: it stays here (and fails) until the
 model is fixed.  The kernel half needs root, hugetlbfs, the hugetlb cgroup controller and an
@@ -23,6 +24,8 @@ from hugetlbsim.scenario import OPS, Scenario
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml"))
+REGRESSIONS = sorted((Path(__file__).resolve().parent / "regressions").glob("*.yaml"))
+RECORDED = EXAMPLES + REGRESSIONS
 LOCK_WAIT = 300.0
 """Seconds a kernel example waits for another hugetlbsim kernel session to finish."""
 
@@ -49,7 +52,7 @@ def test_every_operation_is_shown() -> None:
     assert sorted(set(OPS) - used) == []
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=_ids(EXAMPLES))
+@pytest.mark.parametrize("path", RECORDED, ids=_ids(RECORDED))
 def test_example_is_documented_and_recorded(path: Path) -> None:
     """A comment on top says what it shows, ``name`` is the file's stem, and every step has
     the expectations ``record`` wrote (at least the result and the pool counters)."""
@@ -67,7 +70,7 @@ def test_example_is_documented_and_recorded(path: Path) -> None:
 # ---- the model --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=_ids(EXAMPLES))
+@pytest.mark.parametrize("path", RECORDED, ids=_ids(RECORDED))
 def test_example_on_model(path: Path) -> None:
     scenario = load(path)
     trace = run(scenario, ModelBackend())
@@ -84,7 +87,7 @@ KERNEL_REASON = machine_unavailable()
 
 @pytest.mark.kernel
 @pytest.mark.skipif(KERNEL_REASON is not None, reason=str(KERNEL_REASON))
-@pytest.mark.parametrize("path", EXAMPLES, ids=_ids(EXAMPLES))
+@pytest.mark.parametrize("path", RECORDED, ids=_ids(RECORDED))
 def test_example_on_kernel(path: Path) -> None:
     from hugetlbsim.backends.kernel import KernelBackend
 
