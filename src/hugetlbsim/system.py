@@ -617,13 +617,20 @@ class System:
 
 
 def _split(vma: VMA, at: int) -> VMA:
-    """Split a VMA at virtual page ``at``: the new upper piece shares the reservation map."""
+    """Split a VMA at virtual page ``at``: the new upper piece shares the reservation map.
+
+    `__split_vma` links the new piece into the file's i_mmap and removes and re-inserts the
+    original, so both pieces go after every other VMA with the same first index (fuzz seed
+    3928: that order decides which VMA a truncate zaps first).
+    """
     upper = VMA(vma.mm, vma.inode, at, vma.end, vma.file_index(at), vma.shared, vma.noreserve,
                 vma.writable, vma.maywrite, vma.resv, vma.owner, vma.unmapped)
     upper.ptes = {p: pte for p, pte in vma.ptes.items() if p >= at}
     vma.ptes = {p: pte for p, pte in vma.ptes.items() if p < at}
     vma.end = at
+    vma.inode.i_mmap.remove(vma)
     vma_interval_tree_insert(vma.inode, upper)
+    vma_interval_tree_insert(vma.inode, vma)
     return upper
 
 
