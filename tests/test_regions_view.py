@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from hugetlbsim import cli
-from hugetlbsim.explain import InspectedModel
+from hugetlbsim.backends.model import ModelBackend
 from hugetlbsim.loader import load_text
 from hugetlbsim.regions_view import cgroup_colours, map_rows, save_image, strip, width
 from hugetlbsim.resv_map import Policy
@@ -32,7 +32,7 @@ steps:
 
 
 def trace(policy: Policy, text: str = SEED) -> Trace:
-    return run(load_text(text), InspectedModel(policy))
+    return run(load_text(text), ModelBackend(policy))
 
 
 def strips(policy: Policy, text: str = SEED) -> list[str]:

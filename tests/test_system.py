@@ -280,8 +280,9 @@ def test_gigantic_pages_refuse_overcommit() -> None:
 
 def test_snapshot_of_a_fresh_system() -> None:
     state = System().snapshot()
-    assert set(state) == {*POOL_KEYS, "cgroups", "mounts", "files"}
-    assert {k: state[k] for k in POOL_KEYS} == dict.fromkeys(POOL_KEYS, 0)
+    assert set(state) == {*POOL_KEYS, "overcommit", "cgroups", "mounts", "files"}
+    assert {k: state[k] for k in (*POOL_KEYS, "overcommit")} == dict.fromkeys(
+        (*POOL_KEYS, "overcommit"), 0)
     assert set(state["cgroups"]) == {"root"}
     root = state["cgroups"]["root"]
     assert set(root) == set(CGROUP_KEYS)
@@ -306,7 +307,11 @@ def test_snapshot_cgroups_mounts_files() -> None:
     assert set(state["cgroups"]) == {"root", "A"}
     assert set(state["cgroups"]["A"]) == set(CGROUP_KEYS)
     assert (state["cgroups"]["A"]["limit"], state["cgroups"]["A"]["rsvd_limit"]) == (3, None)
-    assert state["mounts"] == {"plain": {"free": None}, "sized": {"free": 2}}
+    # size=4 with 2 pages reserved (the model also shows the subpool behind statfs)
+    assert state["mounts"] == {
+        "plain": {"free": None, "subpool": None},
+        "sized": {"free": 2, "subpool": {"size": 4, "min_size": None, "used": 2,
+                                         "min_reserve": 0}}}
     assert set(state["files"]) == {"sized/f", "memfd:m"}
     f = state["files"]["sized/f"]
     assert (f["blocks"], f["size"]) == (2, 3)

@@ -26,8 +26,8 @@ from hugetlbsim.loader import (
     SECTION_KEYS,
     ScenarioError,
     expect_node,
-    given_args,
     load,
+    short_op,
     yaml_rt,
 )
 from hugetlbsim.resv_map import Policy
@@ -141,15 +141,6 @@ def run_command(ctx: click.Context, file: str, backend: str, policy: Policy,
         click.echo(f"{scenario.path}:{failure.line}: {failure}", err=True)
     if trace.failures:
         ctx.exit(EXIT_FAILED)
-
-
-def short_op(op: str, args: Mapping[str, Any]) -> str:
-    """``mmap proc=p1 map=m file=hp/f length=4``: the operation with its non-default args."""
-    return " ".join([op, *(f"{k}={_yaml_value(v)}" for k, v in given_args(op, args).items())])
-
-
-def _yaml_value(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def trace_table(trace: Trace) -> Table:
@@ -366,12 +357,12 @@ def plot_command(file: str, output: str | None, backend: str, policy: Policy,
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also draw a .png/.svg.")
 def regions_command(file: str, name: str, policy: Policy, output: str | None) -> None:
     """Show one file's reservation map after each step, on the model."""
-    from hugetlbsim.explain import InspectedModel
+    from hugetlbsim.backends.model import ModelBackend
     from hugetlbsim.regions_view import FORMATS, save_image, table
 
     if output and Path(output).suffix not in FORMATS:
         raise click.BadParameter(f"use a name ending in {', '.join(FORMATS)}", param_hint="-o")
-    trace = run(load(file), InspectedModel(policy))
+    trace = run(load(file), ModelBackend(policy))
     title = f"{trace.scenario}: reservation map of {name}, {policy} policy"
     _out().print(table(trace, name, title))
     if output:
@@ -386,9 +377,10 @@ def regions_command(file: str, name: str, policy: Policy, output: str | None) ->
 @_policy_option
 def explain_command(file: str, index: int, policy: Policy) -> None:
     """Show a step on the model, why it failed, and every counter before and after it."""
-    from hugetlbsim.explain import InspectedModel, explanation, initial_state
+    from hugetlbsim.backends.model import ModelBackend
+    from hugetlbsim.explain import explanation, initial_state
 
-    scenario, backend = load(file), InspectedModel(policy)
+    scenario, backend = load(file), ModelBackend(policy)
     if index >= len(scenario.steps):
         raise click.BadParameter(f"the scenario has {len(scenario.steps)} steps (0 to "
                                  f"{len(scenario.steps) - 1})", param_hint="--step")

@@ -1,10 +1,9 @@
 """``hugetlbsim explain``: one step of a scenario on the model, why it failed, and every counter
 before and after it.
 
-`InspectedModel` is the model backend whose trace state also carries what only the model knows
-(`regions_view` uses it too): each file's page-cache indexes (``cached``), each mount's subpool
-(``subpool``: ``size``, ``min_size``, ``used``, ``min_reserve`` left) and the pool's overcommit
-limit (``overcommit``).  Everything shown comes from the runner's trace of that backend.
+The model's trace state also carries what only the model knows (`System.snapshot`): each
+file's page-cache indexes, each mount's subpool and the overcommit limit.  Everything shown
+comes from the runner's trace.
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from hugetlbsim.backends.model import ModelBackend, ModelSession
-from hugetlbsim.cli import short_op
-from hugetlbsim.loader import UNSIGNED_MAX
+from hugetlbsim.backends.model import ModelBackend
+from hugetlbsim.loader import UNSIGNED_MAX, short_op
 from hugetlbsim.runner import Trace, show_value
 from hugetlbsim.scenario import CGROUP_KEYS, Scenario
 
@@ -26,34 +24,7 @@ Row = tuple[str, str]
 """(what, counter) naming one line of the chain: ``("cgroup a", "usage")``."""
 
 
-class InspectedSession(ModelSession):
-    """A model session whose state adds page-cache indexes, subpools and the overcommit."""
-
-    def state(self) -> dict[str, Any]:
-        """The model's trace state plus ``cached``, ``subpool`` and ``overcommit``."""
-        state = super().state()
-        system = self.system
-        state["overcommit"] = system.hstate.nr_overcommit_huge_pages
-        for name, counters in state["files"].items():
-            counters["cached"] = sorted(system.files[name].page_cache)
-        for name, counters in state["mounts"].items():
-            spool = system.mounts[name].spool
-            counters["subpool"] = None if spool is None else {
-                "size": None if spool.max_hpages == -1 else spool.max_hpages,
-                "min_size": None if spool.min_hpages == -1 else spool.min_hpages,
-                "used": spool.used_hpages, "min_reserve": spool.rsv_hpages}
-        return state
-
-
-class InspectedModel(ModelBackend):
-    """The model backend with `InspectedSession`s."""
-
-    def open(self, scenario: Scenario) -> InspectedSession:
-        """A fresh model system set up as the scenario starts."""
-        return InspectedSession(super().open(scenario).system)
-
-
-def initial_state(backend: InspectedModel, scenario: Scenario) -> dict[str, Any]:
+def initial_state(backend: ModelBackend, scenario: Scenario) -> dict[str, Any]:
     """The state before the first step, as the backend shows it."""
     session = backend.open(scenario)
     try:

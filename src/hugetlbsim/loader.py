@@ -647,3 +647,11 @@ class _Loader:
             self.fail(pos, f"expected {key} must be an unsigned integer{extra}, not {value!r}; "
                       f"write e.g. '{key}: 0' (an underflow reads as 2^64 - n)")
 
+
+def short_op(op: str, args: Mapping[str, Any]) -> str:
+    """``mmap proc=p1 map=m file=hp/f length=4``: the operation with its non-default args."""
+    return " ".join([op, *(f"{k}={_yaml_value(v)}" for k, v in given_args(op, args).items())])
+
+
+def _yaml_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -5,7 +5,7 @@ A strip has one cell per page index, separated by a column that shows ``|`` wher
 glance (``|▒ ▒ ▒|`` is one entry of three pages, ``|▒|▒|▒|`` three entries of one).  A cell is
 ``█`` (page in the page cache), ``▒`` (reserved, no page yet), ``·`` (not reserved, inside the
 file size) or blank; it is coloured by the cgroup charged for its entry's reservation (none
-for entries added by a fault).  The data are the trace of `explain.InspectedModel`: the
+for entries added by a fault).  The data are the trace of the model backend: the
 regions of the model's snapshot and the cached indexes.
 """
 
@@ -20,7 +20,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from hugetlbsim.cli import short_op
+from hugetlbsim.loader import short_op
 from hugetlbsim.runner import Trace
 
 CACHED, RESERVED, UNRESERVED, BEYOND, BOUNDARY = "█", "▒", "·", " ", "|"
@@ -46,7 +46,7 @@ class MapRow:
 
 
 def map_rows(trace: Trace, file: str) -> list[MapRow]:
-    """The file's map after each step of an `InspectedModel` trace."""
+    """The file's map after each step of a model trace."""
     rows = []
     for step in trace.steps:
         state = step.state["files"].get(file)

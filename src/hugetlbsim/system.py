@@ -450,7 +450,12 @@ class System:
     # -- observation ----------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Every counter of the trace ``state``; files also carry their region list."""
+        """Every counter of the trace ``state``, plus what only the model knows.
+
+        The extras: the overcommit limit (``overcommit``), each mount's subpool (``subpool``:
+        size, min_size, used, min reserve left), each file's reservation map (``regions``:
+        [from, to, cgroup charged]) and its page-cache indexes (``cached``).
+        """
         h = self.hstate
         return {
             "total": unsigned(h.nr_huge_pages),
@@ -458,12 +463,13 @@ class System:
             "rsvd": unsigned(h.resv_huge_pages),
             "surp": unsigned(h.surplus_huge_pages),
             "nr_hugepages": h.max_huge_pages,
+            "overcommit": h.nr_overcommit_huge_pages,
             "cgroups": {name: _cgroup_state(cg) for name, cg in self.cgroups.items()},
-            "mounts": {name: {"free": None if m.spool is None else m.spool.statfs_free()}
-                       for name, m in self.mounts.items()},
+            "mounts": {name: _mount_state(m.spool) for name, m in self.mounts.items()},
             "files": {name: {"blocks": inode.i_blocks, "size": inode.i_size,
                              "regions": [[r.from_, r.to, _info_name(r.info)]
-                                         for r in inode.resv_map.regions()]}
+                                         for r in inode.resv_map.regions()],
+                             "cached": sorted(inode.page_cache)}
                       for name, inode in self.files.items()
                       if inode.linked or name.startswith("memfd:")},
         }
@@ -639,6 +645,15 @@ def _cgroup_state(cg: HugetlbCgroup) -> dict[str, int | None]:
             "max_usage": cg.fault.watermark, "rsvd_max_usage": cg.rsvd.watermark,
             "failcnt": cg.fault.failcnt, "rsvd_failcnt": cg.rsvd.failcnt,
             "limit": cg.fault.limit, "rsvd_limit": cg.rsvd.limit}
+
+
+def _mount_state(spool: HugepageSubpool | None) -> dict[str, Any]:
+    if spool is None:
+        return {"free": None, "subpool": None}
+    return {"free": spool.statfs_free(), "subpool": {
+        "size": None if spool.max_hpages == -1 else spool.max_hpages,
+        "min_size": None if spool.min_hpages == -1 else spool.min_hpages,
+        "used": spool.used_hpages, "min_reserve": spool.rsv_hpages}}
 
 
 def _info_name(info: object) -> str | None:

@@ -53,11 +53,11 @@ def test_measured_sequence_runs_clean() -> None:
     trace = run(load_text(P01A), ModelBackend())
     assert trace.failures == []
     assert trace.steps[0].state == {
-        "total": 8, "free": 8, "rsvd": 0, "surp": 0, "nr_hugepages": 8,
+        "total": 8, "free": 8, "rsvd": 0, "surp": 0, "nr_hugepages": 8, "overcommit": 0,
         "cgroups": {"root": {"usage": 0, "rsvd": 0, "max_usage": 0, "rsvd_max_usage": 0,
                              "failcnt": 0, "rsvd_failcnt": 0, "limit": None,
                              "rsvd_limit": None}},
-        "mounts": {"hp": {"free": None}}, "files": {}}
+        "mounts": {"hp": {"free": None, "subpool": None}}, "files": {}}
     assert trace.steps[-1].explain, "a refused mmap is explained"
     assert "regions" in trace.steps[3].state["files"]["hp/f"]
 
