@@ -16,6 +16,7 @@ import contextlib
 import glob
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 
 from hugetlbsim.backends import kernel_sys as ks
@@ -116,7 +117,7 @@ def _remove_mounts(rec: RunRecord, problems: list[str]) -> None:
             for entry in os.scandir(mnt):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
-            r = ks.umount(mnt)
+            r = _umount(mnt)
             if r != "ok":
                 problems.append(f"umount {mnt}: {r}")
                 break
@@ -142,11 +143,22 @@ def _remove_cgroups(rec: RunRecord, problems: list[str]) -> None:
             os.rmdir(dirpath)
         except OSError as e:
             problems.append(f"rmdir {dirpath}: {ks.errname(e.errno or 0)}")
-    r = ks.umount(cg)
+    r = _umount(cg)
     if r != "ok":
         problems.append(f"umount {cg}: {r}")
         return
     os.rmdir(cg)
+
+
+def _umount(target: str, attempts: int = 40) -> str:
+    """umount, retrying EBUSY for about two seconds: a reader such as `hugetlbsim status`
+    walking the mount holds it busy for a moment (seen once in a 5000-scenario campaign)."""
+    r = ks.umount(target)
+    while r == "EBUSY" and attempts > 0:
+        time.sleep(0.05)
+        attempts -= 1
+        r = ks.umount(target)
+    return r
 
 
 def _restore_pool(rec: RunRecord, problems: list[str]) -> None:
