@@ -382,7 +382,7 @@ class System:
         # A munmap of the whole mapping frees its name; one unmapped piece by piece keeps it
         # (with no pieces left): later steps on it meet holes, as on the kernel.
         task.maps[map] = [v for v in task.maps[map] if v not in pieces]
-        if offset == 0 and length is None:
+        if offset == 0 and end >= task.lengths[map]:
             del task.maps[map], task.lengths[map]
         self._reap()
 
