@@ -388,23 +388,31 @@ class System:
 
     def mprotect(self, proc: str, map: str, offset: int = 0, length: int | None = None,
                  writable: bool = True) -> None:
-        """Change protection, splitting pieces; ENOMEM at the first unmapped page."""
+        """Change protection piece by piece; ENOMEM at the first unmapped page.
+
+        Only a piece whose protection changes is split (`mprotect_fixup` leaves a VMA that
+        already has the flags alone, so it stays one VMA: fuzz seed 301897).
+        """
         task = self._proc(proc)
         if map not in task.maps:
             self._absent_map(map, "ENOMEM")
         end = self._map_end(task, map) if length is None else offset + length
-        pieces = self._carve(task, map, offset, end)
         covered = offset
-        for vma in pieces:
-            if vma.start != covered:
+        for vma in sorted(task.maps[map], key=lambda v: v.start):
+            if vma.end <= offset or vma.start >= end:
+                continue
+            if vma.start > covered:
                 break
+            covered = min(vma.end, end)
+            if vma.writable == writable:
+                continue
             if writable and not vma.maywrite:
                 raise KernelError("EACCES", f"{map} is a read-only (SHM_RDONLY) attachment")
-            vma.writable = writable
+            piece = self._carve(task, map, max(vma.start, offset), covered)[0]
+            piece.writable = writable
             if not writable:
-                for pte in vma.ptes.values():
+                for pte in piece.ptes.values():
                     pte.writable = False
-            covered = vma.end
         if covered < end:
             raise KernelError("ENOMEM", f"page {covered} of {map} is not mapped")
 
