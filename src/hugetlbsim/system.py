@@ -526,27 +526,38 @@ class System:
             f"released but not held {short}")
         assert len(folios) == h.nr_huge_pages - h.free_huge_pages, (
             f"{len(folios)} pages in use but Total - Free = {h.nr_huge_pages - h.free_huge_pages}")
-        for cg in self.cgroups.values():
-            self._check_charges(cg, folios, vmas)
+        self._check_charges(folios, vmas)
 
-    def _check_charges(self, cg: HugetlbCgroup, folios: list[Folio], vmas: list[VMA]) -> None:
-        """A cgroup's usage is the sum of the charges outstanding in its subtree."""
-        def below(owner: HugetlbCgroup | None) -> bool:
+    def _check_charges(self, folios: list[Folio], vmas: list[VMA]) -> None:
+        """Each cgroup's usage is the sum of the charges outstanding in its subtree.
+
+        Charges are gathered once per owner (pages, file regions carrying a cgroup, private
+        owner VMAs) and added to every ancestor, removed cgroups included.
+        """
+        fault: dict[HugetlbCgroup, int] = {}
+        rsvd: dict[HugetlbCgroup, int] = {}
+
+        def charge(table: dict[HugetlbCgroup, int], owner: HugetlbCgroup | None,
+                   pages: int) -> None:
             while owner is not None:
-                if owner is cg:
-                    return True
+                table[owner] = table.get(owner, 0) + pages
                 owner = owner.parent
-            return False
 
-        fault = sum(1 for f in folios if below(f.cgroup))
-        rsvd = sum(1 for f in folios if below(f.cgroup_rsvd))
+        for folio in folios:
+            charge(fault, folio.cgroup, 1)
+            charge(rsvd, folio.cgroup_rsvd, 1)
         for inode in self.inodes:
-            rsvd += sum(r.to - r.from_ for r in inode.resv_map.regions() if
-                        isinstance(r.info, HugetlbCgroup) and below(r.info))
-        rsvd += sum(v.end - v.start for v in vmas
-                    if v.private_owner and v.resv is not None and below(v.resv.cgroup))
-        assert cg.fault.usage == fault, f"{cg.name}: fault usage {cg.fault.usage} != {fault}"
-        assert cg.rsvd.usage == rsvd, f"{cg.name}: rsvd usage {cg.rsvd.usage} != {rsvd}"
+            for r in inode.resv_map.regions():
+                if isinstance(r.info, HugetlbCgroup):
+                    charge(rsvd, r.info, r.to - r.from_)
+        for v in vmas:
+            if v.private_owner and v.resv is not None:
+                charge(rsvd, v.resv.cgroup, v.end - v.start)
+        for cg in self.cgroups.values():
+            assert cg.fault.usage == fault.get(cg, 0), (
+                f"{cg.name}: fault usage {cg.fault.usage} != {fault.get(cg, 0)}")
+            assert cg.rsvd.usage == rsvd.get(cg, 0), (
+                f"{cg.name}: rsvd usage {cg.rsvd.usage} != {rsvd.get(cg, 0)}")
 
     # -- helpers --------------------------------------------------------------------------
 
