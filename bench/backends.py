@@ -40,9 +40,9 @@ from typing import Any
 
 from hugetlbsim.backends.base import Backend, BackendUnavailable, Session
 from hugetlbsim.backends.model import ModelBackend
-from hugetlbsim.loader import load
+from hugetlbsim.format.loader import load
+from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.runner import run
-from hugetlbsim.scenario import Scenario
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 TARGET_RATIO = 20.0

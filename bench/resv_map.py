@@ -44,9 +44,8 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from baseline_resv_map import BaselineResvMap, Rg  # bench/ is sys.path[0] when run as a script
-
-from hugetlbsim.resv_map import Policy, ResvMap
+from hugetlbsim.model.resv_map import Policy, ResvMap
+from hugetlbsim.model.resv_map_list import BaselineResvMap, Rg
 
 AnyMap = ResvMap | BaselineResvMap
 INFO = "cg"  # every region carries the same uncharge info, so fills merge under 6.18

@@ -13,7 +13,7 @@ from test_runner import SCENARIO, FakeBackend
 
 from hugetlbsim import cli
 from hugetlbsim.backends.base import Backend, BackendUnavailable
-from hugetlbsim.loader import load_text
+from hugetlbsim.format.loader import load_text
 from hugetlbsim.runner import run
 
 Install = Callable[..., None]

@@ -18,9 +18,9 @@ import pytest
 from hugetlbsim.backends.base import BackendUnavailable
 from hugetlbsim.backends.kernel import machine_unavailable
 from hugetlbsim.backends.model import ModelBackend
-from hugetlbsim.loader import load
+from hugetlbsim.format.loader import load
+from hugetlbsim.format.scenario import OPS, Scenario
 from hugetlbsim.runner import Trace, run
-from hugetlbsim.scenario import OPS, Scenario
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml"))

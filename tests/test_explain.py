@@ -14,10 +14,10 @@ from hugetlbsim import cli
 from hugetlbsim.backends.base import BackendUnavailable
 from hugetlbsim.backends.kernel import KernelBackend, machine_unavailable
 from hugetlbsim.backends.model import ModelBackend
-from hugetlbsim.explain import chain, explanation, initial_state
-from hugetlbsim.loader import load_text
+from hugetlbsim.format.loader import load_text
+from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.runner import Trace, compare, run
-from hugetlbsim.scenario import Scenario
+from hugetlbsim.views.explain import chain, explanation, initial_state
 
 LOCK_WAIT = 600.0
 """Seconds a kernel test waits for another hugetlbsim session on this machine to finish."""

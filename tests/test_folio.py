@@ -8,10 +8,10 @@ placement) and P06a/P11f (uncharges).
 
 from __future__ import annotations
 
-from hugetlbsim.folio import Folio, free_huge_folio
-from hugetlbsim.hstate import HState
-from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
-from hugetlbsim.subpool import HugepageSubpool
+from hugetlbsim.model.folio import Folio, free_huge_folio
+from hugetlbsim.model.hstate import HState
+from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.model.subpool import HugepageSubpool
 
 
 def in_use(h: HState, n: int = 1) -> None:

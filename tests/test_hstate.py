@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from hugetlbsim.hstate import ULONG, HState, unsigned
+from hugetlbsim.model.hstate import ULONG, HState, unsigned
 
 
 def pool(total: int = 0, free: int | None = None, resv: int = 0, surplus: int = 0,

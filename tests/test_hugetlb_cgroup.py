@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 
 
 def tree() -> tuple[HugetlbCgroup, HugetlbCgroup, HugetlbCgroup]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hugetlbsim.loader import ScenarioError, dump_scenario, given_args, load, load_text
-from hugetlbsim.scenario import OPS
+from hugetlbsim.format.loader import ScenarioError, dump_scenario, given_args, load, load_text
+from hugetlbsim.format.scenario import OPS
 
 
 def scenario(*steps: str, head: str = "format: 1\n") -> str:

@@ -15,9 +15,9 @@ from matplotlib.lines import Line2D
 from hugetlbsim import cli
 from hugetlbsim.backends.base import Backend
 from hugetlbsim.backends.model import ModelBackend
-from hugetlbsim.loader import load_text
-from hugetlbsim.plot import figure, html_page, plotted, save, svg_text, tick_label
+from hugetlbsim.format.loader import load_text
 from hugetlbsim.runner import Trace, run
+from hugetlbsim.views.plot import figure, html_page, plotted, save, svg_text, tick_label
 
 SCENARIO = """\
 format: 1

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hugetlbsim import region_store
-from hugetlbsim.region_store import Entry, RegionStore
+from hugetlbsim.model import region_store
+from hugetlbsim.model.region_store import Entry, RegionStore
 
 
 @pytest.fixture

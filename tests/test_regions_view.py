@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from hugetlbsim import cli
 from hugetlbsim.backends.model import ModelBackend
-from hugetlbsim.loader import load_text
-from hugetlbsim.regions_view import cgroup_colours, map_rows, save_image, strip, width
-from hugetlbsim.resv_map import Policy
+from hugetlbsim.format.loader import load_text
+from hugetlbsim.model.resv_map import Policy
 from hugetlbsim.runner import Trace, run
+from hugetlbsim.views.regions import cgroup_colours, map_rows, save_image, strip, width
 
 SEED = """\
 format: 1

@@ -13,13 +13,12 @@ from collections.abc import Iterable
 from typing import NamedTuple, TypeVar
 
 import pytest
-from baseline_resv_map import BaselineResvMap
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from hugetlbsim import region_store
-from hugetlbsim.resv_map import (
+from hugetlbsim.model import region_store
+from hugetlbsim.model.resv_map import (
     LONG_MAX,
     POLICIES,
     EntryAllocator,
@@ -29,6 +28,7 @@ from hugetlbsim.resv_map import (
     RegionNoMemory,
     ResvMap,
 )
+from hugetlbsim.model.resv_map_list import BaselineResvMap
 
 AnyMap = ResvMap | BaselineResvMap
 X, Y = "X", "Y"  # two distinct uncharge infos (stand-ins for two cgroups' counter/css pairs)

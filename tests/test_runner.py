@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from hugetlbsim.loader import load_text
+from hugetlbsim.format.loader import load_text
+from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.runner import ABSENT, Difference, Failure, Trace, compare, run
-from hugetlbsim.scenario import Scenario
 
 U64 = 1 << 64
 

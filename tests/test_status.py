@@ -21,7 +21,7 @@ from test_explain import LOCK_WAIT, scenario
 from hugetlbsim import cli
 from hugetlbsim.backends.base import BackendUnavailable
 from hugetlbsim.backends.kernel import KernelBackend, machine_unavailable
-from hugetlbsim.status import Status, collect, render
+from hugetlbsim.views.status import Status, collect, render
 
 NOBODY = 65534
 MB2 = 2 << 20

@@ -7,8 +7,8 @@ Sizes are in pages: size=8M is 4 pages, min_size=4M is 2.
 
 from __future__ import annotations
 
-from hugetlbsim.hstate import HState
-from hugetlbsim.subpool import HugepageSubpool
+from hugetlbsim.model.hstate import HState
+from hugetlbsim.model.subpool import HugepageSubpool
 
 
 def hstate(pages: int = 8) -> HState:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from hugetlbsim.errors import ScenarioMisuse
-from hugetlbsim.scenario import CGROUP_KEYS, OPS, POOL_KEYS, RESULTS
-from hugetlbsim.system import System
+from hugetlbsim.format.scenario import CGROUP_KEYS, OPS, POOL_KEYS, RESULTS
+from hugetlbsim.model.errors import ScenarioMisuse
+from hugetlbsim.model.system import System
 
 U64 = 1 << 64
 

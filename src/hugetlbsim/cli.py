@@ -22,7 +22,7 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from hugetlbsim.backends.base import Backend, BackendUnavailable
-from hugetlbsim.loader import (
+from hugetlbsim.format.loader import (
     SECTION_KEYS,
     ScenarioError,
     expect_node,
@@ -30,7 +30,9 @@ from hugetlbsim.loader import (
     short_op,
     yaml_rt,
 )
-from hugetlbsim.resv_map import Policy
+from hugetlbsim.format.scenario import CGROUP_KEYS, POOL_KEYS
+from hugetlbsim.model.resv_map import Policy
+from hugetlbsim.model.system import SYSTEM_POLICIES
 from hugetlbsim.runner import (
     ABSENT,
     WATERMARKS,
@@ -43,8 +45,6 @@ from hugetlbsim.runner import (
     run,
     show_value,
 )
-from hugetlbsim.scenario import CGROUP_KEYS, POOL_KEYS
-from hugetlbsim.system import SYSTEM_POLICIES
 
 EXIT_FAILED, EXIT_SCENARIO, EXIT_UNAVAILABLE, EXIT_INTERNAL = 1, 2, 3, 4
 
@@ -339,7 +339,7 @@ def write_atomically(path: Path, text: str) -> None:
 def plot_command(file: str, output: str | None, backend: str, policy: Policy,
                  compare: bool) -> None:
     """Plot the pool and cgroup counters over the steps of a scenario."""
-    from hugetlbsim.plot import FORMATS, save
+    from hugetlbsim.views.plot import FORMATS, save
 
     path = output or Path(file).with_suffix(".png").name
     if Path(path).suffix not in FORMATS:
@@ -358,7 +358,7 @@ def plot_command(file: str, output: str | None, backend: str, policy: Policy,
 def regions_command(file: str, name: str, policy: Policy, output: str | None) -> None:
     """Show one file's reservation map after each step, on the model."""
     from hugetlbsim.backends.model import ModelBackend
-    from hugetlbsim.regions_view import FORMATS, save_image, table
+    from hugetlbsim.views.regions import FORMATS, save_image, table
 
     if output and Path(output).suffix not in FORMATS:
         raise click.BadParameter(f"use a name ending in {', '.join(FORMATS)}", param_hint="-o")
@@ -378,7 +378,7 @@ def regions_command(file: str, name: str, policy: Policy, output: str | None) ->
 def explain_command(file: str, index: int, policy: Policy) -> None:
     """Show a step on the model, why it failed, and every counter before and after it."""
     from hugetlbsim.backends.model import ModelBackend
-    from hugetlbsim.explain import explanation, initial_state
+    from hugetlbsim.views.explain import explanation, initial_state
 
     scenario, backend = load(file), ModelBackend(policy)
     if index >= len(scenario.steps):
@@ -395,7 +395,7 @@ def status_command(as_json: bool) -> None:
     """Show this machine's HugeTLB pools, hugetlbfs mounts and hugetlb cgroups (read-only)."""
     import json
 
-    from hugetlbsim.status import collect, render
+    from hugetlbsim.views.status import collect, render
 
     status = collect()
     if as_json:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from hugetlbsim.backends.base import Backend
-from hugetlbsim.loader import SECTION_KEYS, UNSIGNED_MAX
-from hugetlbsim.scenario import POOL_KEYS, Scenario, Step
+from hugetlbsim.format.loader import SECTION_KEYS, UNSIGNED_MAX
+from hugetlbsim.format.scenario import POOL_KEYS, Scenario, Step
 
 STATE_SECTIONS: Final = {"cgroup": "cgroups", "mount": "mounts", "file": "files"}
 """Expectation section → key of the trace state that holds it."""

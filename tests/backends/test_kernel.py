@@ -28,8 +28,8 @@ from hugetlbsim.backends.kernel import (
     acquire_lock,
     machine_unavailable,
 )
-from hugetlbsim.loader import load_text
-from hugetlbsim.scenario import OPS, Scenario
+from hugetlbsim.format.loader import load_text
+from hugetlbsim.format.scenario import OPS, Scenario
 
 
 def _unavailable() -> str | None:
@@ -513,7 +513,7 @@ def test_one_session_at_a_time() -> None:
 _HOLDER = """
 import json, sys, time
 from hugetlbsim.backends.kernel import KernelBackend
-from hugetlbsim.loader import load_text
+from hugetlbsim.format.loader import load_text
 scenario = load_text('''
 format: 1
 pool: {pages: 8}

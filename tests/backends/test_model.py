@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from hugetlbsim.backends.model import ModelBackend
-from hugetlbsim.loader import load_text
+from hugetlbsim.format.loader import load_text
+from hugetlbsim.model.system import System
 from hugetlbsim.runner import compare, run
-from hugetlbsim.system import System
 
 P01A = """\
 format: 1

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hugetlbsim.scenario import OPS
-from hugetlbsim.system import System
+from hugetlbsim.format.scenario import OPS
+from hugetlbsim.model.system import System
 
 U64 = 1 << 64
 

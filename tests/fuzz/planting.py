@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 import hugetlbsim.fuzz.campaign as campaign_mod
-import hugetlbsim.system as system_mod
-import hugetlbsim.unmap as unmap_mod
-from hugetlbsim.hugetlb_cgroup import HugetlbCgroup, PageCounter
-from hugetlbsim.inode import Inode, hugetlb_unreserve_pages
-from hugetlbsim.scenario import Scenario
-from hugetlbsim.system import System
-from hugetlbsim.vma import VMA
+import hugetlbsim.model.system as system_mod
+import hugetlbsim.model.unmap as unmap_mod
+from hugetlbsim.format.scenario import Scenario
+from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup, PageCounter
+from hugetlbsim.model.inode import Inode, hugetlb_unreserve_pages
+from hugetlbsim.model.system import System
+from hugetlbsim.model.vma import VMA
 
 MUTATIONS = ("punch", "munmap", "rmdir")
 """punch: a hole punch also releases the reservations of never-faulted pages in the hole;

@@ -16,6 +16,8 @@ from planting import Switch
 import hugetlbsim.fuzz.campaign as campaign_mod
 import hugetlbsim.fuzz.cli as cli_mod
 from hugetlbsim.backends.model import ModelBackend, ModelSession
+from hugetlbsim.format.loader import load_text
+from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.fuzz.campaign import (
     BatchResult,
     Options,
@@ -27,8 +29,6 @@ from hugetlbsim.fuzz.campaign import (
 )
 from hugetlbsim.fuzz.cli import fuzz
 from hugetlbsim.fuzz.generate import GenOptions, generate
-from hugetlbsim.loader import load_text
-from hugetlbsim.scenario import Scenario
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 
+from hugetlbsim.format.loader import ScenarioError, dump_scenario, load_text
+from hugetlbsim.format.scenario import OPS, Scenario
 from hugetlbsim.fuzz.generate import WEIGHTS, GenOptions, generate
 from hugetlbsim.fuzz.world import World, is_valid
-from hugetlbsim.loader import ScenarioError, dump_scenario, load_text
-from hugetlbsim.scenario import OPS, Scenario
 
 
 def _round_trip(scenario: Scenario) -> Scenario:

@@ -16,9 +16,9 @@ import pytest
 from planting import Switch, off
 
 from hugetlbsim.backends.kernel import machine_unavailable
+from hugetlbsim.format.loader import load_text
 from hugetlbsim.fuzz.campaign import Options, campaign, check
 from hugetlbsim.fuzz.generate import GenOptions
-from hugetlbsim.loader import load_text
 
 
 def _pool() -> tuple[int, ...]:

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from planting import Switch, off
 
 from hugetlbsim.backends.model import ModelBackend
+from hugetlbsim.format.loader import dump_scenario, load_text
+from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.fuzz.campaign import diverge, execute
 from hugetlbsim.fuzz.generate import GenOptions, generate
 from hugetlbsim.fuzz.shrink import scenario_text, shrink, with_expect
 from hugetlbsim.fuzz.world import is_valid
-from hugetlbsim.loader import dump_scenario, load_text
 from hugetlbsim.runner import run
-from hugetlbsim.scenario import Scenario
 
 
 def _private_anon_partial_munmap(scenario: Scenario) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from hugetlbsim.scenario import Scenario
+from hugetlbsim.format.scenario import Scenario
 
 
 class BackendUnavailable(Exception):

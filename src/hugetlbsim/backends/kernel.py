@@ -40,7 +40,7 @@ from hugetlbsim.backends.kernel_cleanup import (
     cleanup,
 )
 from hugetlbsim.backends.kernel_worker import Worker, handle
-from hugetlbsim.scenario import Scenario
+from hugetlbsim.format.scenario import Scenario
 
 HP = ks.PAGE_2M
 CG_FILE = "hugetlb.2MB."

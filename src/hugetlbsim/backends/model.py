@@ -1,4 +1,4 @@
-"""The model as a backend: scenario steps applied to a `hugetlbsim.system.System`.
+"""The model as a backend: scenario steps applied to a `hugetlbsim.model.system.System`.
 
 After every step the model's invariants are checked, so a broken invariant stops the run
 (an internal error) at the step that broke it.
@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hugetlbsim.resv_map import Policy
-from hugetlbsim.scenario import Scenario
-from hugetlbsim.system import KERNEL_VERSION, System
+from hugetlbsim.format.scenario import Scenario
+from hugetlbsim.model.resv_map import Policy
+from hugetlbsim.model.system import KERNEL_VERSION, System
 
 
 class ModelSession:

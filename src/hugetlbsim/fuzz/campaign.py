@@ -37,11 +37,11 @@ from typing import Any, Literal
 
 from hugetlbsim.backends.base import Backend, BackendUnavailable
 from hugetlbsim.backends.model import ModelBackend
+from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.fuzz.generate import GenOptions, generate
 from hugetlbsim.fuzz.shrink import scenario_text, shrink, with_expect
+from hugetlbsim.model.system import System
 from hugetlbsim.runner import StepDiff, StepRecord, Trace, compare, show_value
-from hugetlbsim.scenario import Scenario
-from hugetlbsim.system import System
 
 Mode = Literal["policies", "kernel"]
 MODES: tuple[Mode, ...] = ("policies", "kernel")

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hugetlbsim.format.scenario import Scenario, Step
 from hugetlbsim.fuzz.world import World, full_args
-from hugetlbsim.scenario import Scenario, Step
 
 
 @dataclass(frozen=True)

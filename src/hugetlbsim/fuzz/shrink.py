@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+from hugetlbsim.format.loader import SECTION_KEYS, dump_scenario, load_text
+from hugetlbsim.format.scenario import OPS, POOL_KEYS, Arg, Scenario, Step
 from hugetlbsim.fuzz.world import valid_steps
-from hugetlbsim.loader import SECTION_KEYS, dump_scenario, load_text
 from hugetlbsim.runner import Trace
-from hugetlbsim.scenario import OPS, POOL_KEYS, Arg, Scenario, Step
 
 Predicate = Callable[[Scenario], bool]
 RECORDED_CGROUP_KEYS = ("usage", "rsvd", "failcnt", "rsvd_failcnt")

@@ -1,6 +1,6 @@
 """The loader's name rules as a fast step-by-step tracker, without YAML.
 
-`World` follows which names are live after each step exactly as `hugetlbsim.loader` does
+`World` follows which names are live after each step exactly as `hugetlbsim.format.loader` does
 (scenario-format.md, "Names are checked before anything runs"), so the generator can only emit
 steps the loader accepts and the shrinker can drop the steps a removal left dangling.  It knows
 nothing of run-time results: a name whose introducing step fails at run time is still live here,
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hugetlbsim.scenario import OPS, Scenario, Step
+from hugetlbsim.format.scenario import OPS, Scenario, Step
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _CGROUP = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")

@@ -14,25 +14,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from hugetlbsim.errors import KernelError, ScenarioMisuse
-from hugetlbsim.fault import hugetlb_fault
-from hugetlbsim.fileops import (
+from hugetlbsim.format.scenario import OPS
+from hugetlbsim.model.errors import KernelError, ScenarioMisuse
+from hugetlbsim.model.fault import hugetlb_fault
+from hugetlbsim.model.fileops import (
     check_fallocate_args,
     evict_inode,
     hugetlb_vmtruncate,
     hugetlbfs_fallocate,
     hugetlbfs_punch_hole,
 )
-from hugetlbsim.folio import Folio
-from hugetlbsim.hstate import HState, unsigned
-from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
-from hugetlbsim.inode import Inode, vma_interval_tree_insert
-from hugetlbsim.reserve import hugetlb_reserve_pages
-from hugetlbsim.resv_map import Policy, ResvMap
-from hugetlbsim.scenario import OPS
-from hugetlbsim.subpool import HugepageSubpool
-from hugetlbsim.unmap import free_batch, unmap_vmas, zap_pages
-from hugetlbsim.vma import VMA, Process, Pte
+from hugetlbsim.model.folio import Folio
+from hugetlbsim.model.hstate import HState, unsigned
+from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.model.inode import Inode, vma_interval_tree_insert
+from hugetlbsim.model.reserve import hugetlb_reserve_pages
+from hugetlbsim.model.resv_map import Policy, ResvMap
+from hugetlbsim.model.subpool import HugepageSubpool
+from hugetlbsim.model.unmap import free_batch, unmap_vmas, zap_pages
+from hugetlbsim.model.vma import VMA, Process, Pte
 
 KERNEL_VERSION = "6.18"
 

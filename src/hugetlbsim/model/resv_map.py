@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Literal, NamedTuple
 
-from hugetlbsim.region_store import Entry, RegionStore
+from hugetlbsim.model.region_store import Entry, RegionStore
 
 LONG_MAX = 2**63 - 1
 """The end index truncation and eviction pass to `region_del`."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hugetlbsim.hstate import HState
+from hugetlbsim.model.hstate import HState
 
 
 @dataclass

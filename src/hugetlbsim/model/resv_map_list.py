@@ -1,12 +1,12 @@
-"""A plain list-walking reservation map, written from kernel-semantics.md section 2.
+"""The kernel's O(n) list walk of `file_region`s, kept as the reference for `ResvMap`.
 
-This is the reference the tests and the benchmark compare `hugetlbsim.resv_map.ResvMap` with.
+This is the reference the tests and the benchmark compare `hugetlbsim.model.resv_map.ResvMap` with.
 It keeps the regions in one Python list of mutable ``[from, to, info]`` records and walks it
 from the head on every call, exactly like the kernel walks its linked list of `file_region`s,
 so every call costs O(n).  It deliberately has no cleverness: each method follows the step list
 of its spec section (2.2 to 2.8) so that it can be read side by side with the spec.
 
-It reuses only the interface types of `hugetlbsim.resv_map` (the allocator, the exception and
+It reuses only the interface types of `hugetlbsim.model.resv_map` (the allocator, the exception and
 the result tuples), never its logic.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hugetlbsim.resv_map import (
+from hugetlbsim.model.resv_map import (
     POLICIES,
     EntryAllocator,
     FileRegion,

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hugetlbsim.backends.kernel import UNLIMITED
-from hugetlbsim.loader import UNSIGNED_MAX
+from hugetlbsim.format.loader import UNSIGNED_MAX
 from hugetlbsim.runner import show_value
 
 POOL_FILES: Final = (("total", "nr_hugepages"), ("free", "free_hugepages"),

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hugetlbsim.folio import Folio, free_huge_folio
-from hugetlbsim.reserve import hugetlb_vm_op_close, vma_add_reservation, vma_needs_reservation
-from hugetlbsim.vma import VMA
+from hugetlbsim.model.folio import Folio, free_huge_folio
+from hugetlbsim.model.reserve import hugetlb_vm_op_close, vma_add_reservation, vma_needs_reservation
+from hugetlbsim.model.vma import VMA
 
 
 def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio]) -> None:

@@ -16,9 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from hugetlbsim.backends.model import ModelBackend
-from hugetlbsim.loader import UNSIGNED_MAX, short_op
+from hugetlbsim.format.loader import UNSIGNED_MAX, short_op
+from hugetlbsim.format.scenario import CGROUP_KEYS, Scenario
 from hugetlbsim.runner import Trace, show_value
-from hugetlbsim.scenario import CGROUP_KEYS, Scenario
 
 Row = tuple[str, str]
 """(what, counter) naming one line of the chain: ``("cgroup a", "usage")``."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hugetlbsim.hstate import HState
-from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
-from hugetlbsim.subpool import HugepageSubpool
+from hugetlbsim.model.hstate import HState
+from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.model.subpool import HugepageSubpool
 
 
 @dataclass(eq=False)

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hugetlbsim.folio import Folio
-from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
-from hugetlbsim.resv_map import ResvMap
+from hugetlbsim.model.folio import Folio
+from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.model.resv_map import ResvMap
 
 if TYPE_CHECKING:
-    from hugetlbsim.inode import Inode
+    from hugetlbsim.model.inode import Inode
 
 
 @dataclass(eq=False)

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from hugetlbsim.errors import KernelError
-from hugetlbsim.folio import Folio, free_huge_folio
-from hugetlbsim.hstate import unsigned
-from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
-from hugetlbsim.inode import hugetlb_add_to_page_cache
-from hugetlbsim.reserve import (
+from hugetlbsim.model.errors import KernelError
+from hugetlbsim.model.folio import Folio, free_huge_folio
+from hugetlbsim.model.hstate import unsigned
+from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.model.inode import hugetlb_add_to_page_cache
+from hugetlbsim.model.reserve import (
     vma_commit_reservation,
     vma_end_reservation,
     vma_needs_reservation,
 )
-from hugetlbsim.vma import VMA, Pte
+from hugetlbsim.model.vma import VMA, Pte
 
 
 class MapChg(IntEnum):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hugetlbsim.folio import Folio, free_huge_folio
-from hugetlbsim.hstate import HState
-from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
-from hugetlbsim.resv_map import LONG_MAX, ResvMap
-from hugetlbsim.subpool import HugepageSubpool
-from hugetlbsim.vma import VMA
+from hugetlbsim.model.folio import Folio, free_huge_folio
+from hugetlbsim.model.hstate import HState
+from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.model.resv_map import LONG_MAX, ResvMap
+from hugetlbsim.model.subpool import HugepageSubpool
+from hugetlbsim.model.vma import VMA
 
 
 @dataclass(eq=False)

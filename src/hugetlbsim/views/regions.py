@@ -20,7 +20,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from hugetlbsim.loader import short_op
+from hugetlbsim.format.loader import short_op
 from hugetlbsim.runner import Trace
 
 CACHED, RESERVED, UNRESERVED, BEYOND, BOUNDARY = "█", "▒", "·", " ", "|"

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from hugetlbsim.loader import UNSIGNED_MAX, short_op
+from hugetlbsim.format.loader import UNSIGNED_MAX, short_op
 from hugetlbsim.runner import StepRecord, Trace, compare, show_value
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-from hugetlbsim.scenario import (
+from hugetlbsim.format.scenario import (
     CGROUP_KEYS,
     EXPECT_KEYS,
     OPS,

@@ -3,7 +3,7 @@
 This module is the contract of ../shared/spec/scenario-format.md in code: which operations
 exist, which arguments each takes (type, default, which name it introduces or uses), and the
 `Scenario`/`Step` objects every backend, the runner and the fuzzer share.  Loading YAML into
-these objects (with line numbers in every error) lives in `hugetlbsim.loader`.
+these objects (with line numbers in every error) lives in `hugetlbsim.format.loader`.
 """
 
 from __future__ import annotations

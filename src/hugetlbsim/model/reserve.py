@@ -10,12 +10,12 @@ path uses; on a private map their answers are inverted, because there an entry m
 
 from __future__ import annotations
 
-from hugetlbsim.errors import KernelError
-from hugetlbsim.hstate import unsigned
-from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
-from hugetlbsim.inode import Inode
-from hugetlbsim.resv_map import ResvMap
-from hugetlbsim.vma import VMA, PrivateResv
+from hugetlbsim.model.errors import KernelError
+from hugetlbsim.model.hstate import unsigned
+from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.model.inode import Inode
+from hugetlbsim.model.resv_map import ResvMap
+from hugetlbsim.model.vma import VMA, PrivateResv
 
 
 def hugetlb_reserve_pages(inode: Inode, f: int, t: int, vma: VMA | None,

@@ -9,13 +9,13 @@ out with ENOSPC.
 
 from __future__ import annotations
 
-from hugetlbsim.errors import KernelError
-from hugetlbsim.fault import alloc_hugetlb_folio
-from hugetlbsim.hugetlb_cgroup import HugetlbCgroup
-from hugetlbsim.inode import Inode, hugetlb_add_to_page_cache, remove_inode_hugepages
-from hugetlbsim.resv_map import LONG_MAX
-from hugetlbsim.unmap import zap_file_range
-from hugetlbsim.vma import VMA, Process
+from hugetlbsim.model.errors import KernelError
+from hugetlbsim.model.fault import alloc_hugetlb_folio
+from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.model.inode import Inode, hugetlb_add_to_page_cache, remove_inode_hugepages
+from hugetlbsim.model.resv_map import LONG_MAX
+from hugetlbsim.model.unmap import zap_file_range
+from hugetlbsim.model.vma import VMA, Process
 
 
 def hugetlb_vmtruncate(inode: Inode, size: int) -> None:

@@ -1,0 +1,2 @@
+"""The scenario format: its operations and keys (`scenario`), the YAML loader (`loader`) and the
+life-cycle of the names a scenario introduces (`names`)."""
