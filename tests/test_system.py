@@ -336,3 +336,10 @@ def test_snapshot_shows_an_underflowed_rsvd_unsigned() -> None:
 def test_policy_is_kept() -> None:
     assert System(policy="v7").policy == "v7"
     assert System().policy == "6.18"
+
+
+def test_operations_are_the_formats() -> None:
+    """The facade dispatches exactly the scenario format's operations."""
+    from hugetlbsim.format.scenario import OPS
+
+    assert set(OPS) == System.OPERATIONS

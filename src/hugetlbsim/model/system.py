@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
-from hugetlbsim.format.scenario import OPS
 from hugetlbsim.model.errors import KernelError, ScenarioMisuse
 from hugetlbsim.model.fault import hugetlb_fault
 from hugetlbsim.model.fileops import (
@@ -25,14 +24,19 @@ from hugetlbsim.model.fileops import (
     hugetlbfs_punch_hole,
 )
 from hugetlbsim.model.folio import Folio
-from hugetlbsim.model.hstate import HState, unsigned
+from hugetlbsim.model.hstate import HState
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.inode import Inode, vma_interval_tree_insert
+from hugetlbsim.model.invariants import check_invariants
+from hugetlbsim.model.mm import carve, piece
 from hugetlbsim.model.reserve import hugetlb_reserve_pages
 from hugetlbsim.model.resv_map import Policy, ResvMap
+from hugetlbsim.model.snapshot import snapshot
 from hugetlbsim.model.subpool import HugepageSubpool
 from hugetlbsim.model.unmap import free_batch, unmap_vmas, zap_pages
 from hugetlbsim.model.vma import VMA, Process, Pte
+
+__all__ = ["KERNEL_VERSION", "SYSTEM_POLICIES", "Mount", "Shm", "System"]
 
 KERNEL_VERSION = "6.18"
 
@@ -60,6 +64,12 @@ class Shm:
 
 class System:
     """Everything HugeTLB accounting holds, changed exactly as Linux 6.18 changes it."""
+
+    OPERATIONS: Final = frozenset({
+        "pool", "mount", "umount", "cgroup", "rmdir", "spawn", "attach", "fork", "exit",
+        "create", "memfd", "truncate", "fallocate", "punch", "close", "unlink", "shmget",
+        "shmrm", "mmap", "munmap", "mprotect", "touch", "madvise"})
+    """The methods `apply` dispatches to: one per scenario operation, nothing else."""
 
     def __init__(self, pagesize: str = "2M", pool_pages: int = 0, pool_overcommit: int = 0,
                  policy: Policy = "6.18") -> None:
@@ -90,7 +100,7 @@ class System:
 
     def apply(self, op: str, args: Mapping[str, Any]) -> str:
         """Run one scenario operation; return its result and keep its explanation."""
-        if op not in OPS:
+        if op not in self.OPERATIONS:
             raise ScenarioMisuse(f"unknown operation {op!r}")
         method: Callable[..., None] = getattr(self, op)
         self.last_explanation = None
@@ -176,7 +186,7 @@ class System:
                 f"cgroup {cgroup} still has {cg.nr_tasks} tasks and {len(cg.children)} child "
                 f"cgroups" + (f" ({kids})" if kids else "")))
         assert cg.parent is not None
-        for folio in self._folios():
+        for folio in self.folios():
             if folio.cgroup is cg:
                 folio.cgroup = cg.parent
         cg.css_offline()
@@ -377,7 +387,7 @@ class System:
             self._absent_map(map, "ok")
             return
         end = self._map_end(task, map) if length is None else offset + length
-        pieces = self._carve(task, map, offset, end)
+        pieces = carve(task.maps[map], offset, end)
         unmap_vmas((vma, vma.start, vma.end) for vma in pieces)
         # A munmap of the whole mapping frees its name; one unmapped piece by piece keeps it
         # (with no pieces left): later steps on it meet holes, as on the kernel.
@@ -408,10 +418,10 @@ class System:
                 continue
             if writable and not vma.maywrite:
                 raise KernelError("EACCES", f"{map} is a read-only (SHM_RDONLY) attachment")
-            piece = self._carve(task, map, max(vma.start, offset), covered)[0]
-            piece.writable = writable
+            part = carve(task.maps[map], max(vma.start, offset), covered)[0]
+            part.writable = writable
             if not writable:
-                for pte in piece.ptes.values():
+                for pte in part.ptes.values():
                     pte.writable = False
         if covered < end:
             raise KernelError("ENOMEM", f"page {covered} of {map} is not mapped")
@@ -422,7 +432,7 @@ class System:
         if map not in task.maps:
             self._absent_map(map, "SIGSEGV")
         for p in range(page, page + count):
-            vma = self._piece(task, map, p)
+            vma = piece(task.maps[map], p)
             if vma is None:
                 raise KernelError("SIGSEGV", f"page {p} of {map} is not mapped")
             if write and not vma.writable:
@@ -458,106 +468,12 @@ class System:
     # -- observation ----------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Every counter of the trace ``state``, plus what only the model knows.
-
-        The extras: the overcommit limit (``overcommit``), each mount's subpool (``subpool``:
-        size, min_size, used, min reserve left), each file's reservation map (``regions``:
-        [from, to, cgroup charged]) and its page-cache indexes (``cached``).
-        """
-        h = self.hstate
-        return {
-            "total": unsigned(h.nr_huge_pages),
-            "free": unsigned(h.free_huge_pages),
-            "rsvd": unsigned(h.resv_huge_pages),
-            "surp": unsigned(h.surplus_huge_pages),
-            "nr_hugepages": h.max_huge_pages,
-            "overcommit": h.nr_overcommit_huge_pages,
-            "cgroups": {name: _cgroup_state(cg) for name, cg in self.cgroups.items()},
-            "mounts": {name: _mount_state(m.spool) for name, m in self.mounts.items()},
-            "files": {name: {"blocks": inode.i_blocks, "size": inode.i_size,
-                             "regions": [[r.from_, r.to, _info_name(r.info)]
-                                         for r in inode.resv_map.regions()],
-                             "cached": sorted(inode.page_cache)}
-                      for name, inode in self.files.items()
-                      if inode.linked or name.startswith("memfd:")},
-        }
+        """Every counter of the trace ``state``, plus what only the model knows (`snapshot`)."""
+        return snapshot(self)
 
     def check_invariants(self) -> None:
-        """Assert what must hold after every operation (AssertionError names what broke)."""
-        h = self.hstate
-        h.check()
-        for mount in self.mounts.values():
-            sp = mount.spool
-            if sp is not None:
-                assert sp.used_hpages >= 0 and sp.rsv_hpages >= 0, f"subpool {mount.name}: {sp}"
-                assert sp.max_hpages == -1 or sp.used_hpages <= sp.max_hpages, f"{sp}"
-                assert sp.min_hpages == -1 or sp.rsv_hpages <= sp.min_hpages, f"{sp}"
-        for cg in self.cgroups.values():
-            cg.check()
-        vmas = [v for p in self.procs.values() for pieces in p.maps.values() for v in pieces]
-        folios = self._folios()
-        outstanding = 0
-        for inode in self.inodes:
-            inode.resv_map.check()
-            assert inode.i_blocks == len(inode.page_cache), f"{inode.name}: i_blocks off"
-            for index in inode.page_cache:
-                assert inode.resv_map.region_count(index, index + 1) == 1, (
-                    f"{inode.name}: page {index} is cached but not in the reservation map")
-            outstanding += sum(r.to - r.from_ for r in inode.resv_map.regions())
-            outstanding -= len(inode.page_cache)
-            assert set(inode.i_mmap) <= set(vmas), f"{inode.name}: i_mmap has dead VMAs"
-        for vma in vmas:
-            assert vma in vma.inode.i_mmap, f"a VMA of {vma.inode.name} is not in its i_mmap"
-            if vma.resv is not None:
-                vma.resv.map.check()
-            if vma.private_owner:
-                assert vma.resv is not None
-                f, t = vma.file_index(vma.start), vma.file_index(vma.end)
-                outstanding += (t - f) - vma.resv.map.region_count(f, t)
-            for page, pte in vma.ptes.items():
-                assert vma.start <= page < vma.end, "PTE outside its VMA"
-                assert pte.folio.mapcount > 0
-        pending = sum(1 for f in folios if f.restore_reserve)
-        min_rsv = sum(sp.rsv_hpages for sp in self.subpools if sp.min_hpages != -1)
-        short = sum(sp.released_short for sp in self.subpools)
-        assert h.resv_huge_pages == outstanding + min_rsv - pending - short, (
-            f"Rsvd {h.resv_huge_pages} != outstanding reservations {outstanding} + subpool "
-            f"min reserves {min_rsv} - pages about to restore theirs {pending} - min reserves "
-            f"released but not held {short}")
-        assert len(folios) == h.nr_huge_pages - h.free_huge_pages, (
-            f"{len(folios)} pages in use but Total - Free = {h.nr_huge_pages - h.free_huge_pages}")
-        self._check_charges(folios, vmas)
-
-    def _check_charges(self, folios: list[Folio], vmas: list[VMA]) -> None:
-        """Each cgroup's usage is the sum of the charges outstanding in its subtree.
-
-        Charges are gathered once per owner (pages, file regions carrying a cgroup, private
-        owner VMAs) and added to every ancestor, removed cgroups included.
-        """
-        fault: dict[HugetlbCgroup, int] = {}
-        rsvd: dict[HugetlbCgroup, int] = {}
-
-        def charge(table: dict[HugetlbCgroup, int], owner: HugetlbCgroup | None,
-                   pages: int) -> None:
-            while owner is not None:
-                table[owner] = table.get(owner, 0) + pages
-                owner = owner.parent
-
-        for folio in folios:
-            charge(fault, folio.cgroup, 1)
-            charge(rsvd, folio.cgroup_rsvd, 1)
-        for inode in self.inodes:
-            for r in inode.resv_map.regions():
-                if isinstance(r.info, HugetlbCgroup):
-                    charge(rsvd, r.info, r.to - r.from_)
-        for v in vmas:
-            if v.private_owner and v.resv is not None:
-                charge(rsvd, v.resv.cgroup, v.end - v.start)
-        for cg in self.cgroups.values():
-            assert cg.fault.usage == fault.get(cg, 0), (
-                f"{cg.name}: fault usage {cg.fault.usage} != {fault.get(cg, 0)}")
-            assert cg.rsvd.usage == rsvd.get(cg, 0), (
-                f"{cg.name}: rsvd usage {cg.rsvd.usage} != {rsvd.get(cg, 0)}")
+        """Assert what must hold after every operation (`invariants`)."""
+        check_invariants(self)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -611,7 +527,7 @@ class System:
                 if inode in mount.inodes:
                     mount.inodes.remove(inode)
 
-    def _folios(self) -> list[Folio]:
+    def folios(self) -> list[Folio]:
         """Every page in use (the hstate's active list)."""
         seen: dict[int, Folio] = {}
         for inode in self.inodes:
@@ -627,54 +543,3 @@ class System:
     def _map_end(self, task: Process, map: str) -> int:
         """The end of the mapping as created."""
         return task.lengths[map]
-
-    def _piece(self, task: Process, map: str, page: int) -> VMA | None:
-        return next((v for v in task.maps[map] if v.start <= page < v.end), None)
-
-    def _carve(self, task: Process, map: str, start: int, end: int) -> list[VMA]:
-        """Split the mapping's pieces at ``start`` and ``end``; return those inside, in order."""
-        for at in (start, end):
-            vma = self._piece(task, map, at)
-            if vma is not None and vma.start < at:
-                task.maps[map].append(_split(vma, at))
-        return sorted((v for v in task.maps[map] if start <= v.start and v.end <= end),
-                      key=lambda v: v.start)
-
-
-def _split(vma: VMA, at: int) -> VMA:
-    """Split a VMA at virtual page ``at``: the new upper piece shares the reservation map.
-
-    `__split_vma` links the new piece into the file's i_mmap and removes and re-inserts the
-    original, so both pieces go after every other VMA with the same first index (fuzz seed
-    3928: that order decides which VMA a truncate zaps first).
-    """
-    upper = VMA(vma.mm, vma.inode, at, vma.end, vma.file_index(at), vma.shared, vma.noreserve,
-                vma.writable, vma.maywrite, vma.resv, vma.owner, vma.unmapped)
-    upper.ptes = {p: pte for p, pte in vma.ptes.items() if p >= at}
-    vma.ptes = {p: pte for p, pte in vma.ptes.items() if p < at}
-    vma.end = at
-    vma.inode.i_mmap.remove(vma)
-    vma_interval_tree_insert(vma.inode, upper)
-    vma_interval_tree_insert(vma.inode, vma)
-    return upper
-
-
-def _cgroup_state(cg: HugetlbCgroup) -> dict[str, int | None]:
-    return {"usage": cg.fault.usage, "rsvd": cg.rsvd.usage,
-            "max_usage": cg.fault.watermark, "rsvd_max_usage": cg.rsvd.watermark,
-            "failcnt": cg.fault.failcnt, "rsvd_failcnt": cg.rsvd.failcnt,
-            "limit": cg.fault.limit, "rsvd_limit": cg.rsvd.limit}
-
-
-def _mount_state(spool: HugepageSubpool | None) -> dict[str, Any]:
-    if spool is None:
-        return {"free": None, "subpool": None}
-    return {"free": spool.statfs_free(), "subpool": {
-        "size": None if spool.max_hpages == -1 else spool.max_hpages,
-        "min_size": None if spool.min_hpages == -1 else spool.min_hpages,
-        "used": spool.used_hpages, "min_reserve": spool.rsv_hpages}}
-
-
-def _info_name(info: object) -> str | None:
-    return info.name if isinstance(info, HugetlbCgroup) else None
-

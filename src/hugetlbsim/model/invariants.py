@@ -1,0 +1,101 @@
+"""The invariants a `System` keeps after every operation, checked by an independent recount.
+
+Each holds on every kernel line the model follows; a violation names what broke, so a wrong
+counter is caught at the step that broke it.  Checked: pool arithmetic; subpool bounds; every
+map's own invariants; every cached page's index is in its inode's map; pages in use =
+Total - Free; each cgroup's fault and reservation usage equals the charges outstanding in its
+subtree; and no reservation is owned by nobody (Rsvd = outstanding reservations + subpool min
+reserves - pages about to restore theirs - min reserves released short).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hugetlbsim.model.folio import Folio
+from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.model.vma import VMA
+
+if TYPE_CHECKING:
+    from hugetlbsim.model.system import System
+
+__all__ = ["check_invariants"]
+
+
+def check_invariants(system: System) -> None:
+    """Assert what must hold after every operation (AssertionError names what broke)."""
+    h = system.hstate
+    h.check()
+    for mount in system.mounts.values():
+        sp = mount.spool
+        if sp is not None:
+            assert sp.used_hpages >= 0 and sp.rsv_hpages >= 0, f"subpool {mount.name}: {sp}"
+            assert sp.max_hpages == -1 or sp.used_hpages <= sp.max_hpages, f"{sp}"
+            assert sp.min_hpages == -1 or sp.rsv_hpages <= sp.min_hpages, f"{sp}"
+    for cg in system.cgroups.values():
+        cg.check()
+    vmas = [v for p in system.procs.values() for pieces in p.maps.values() for v in pieces]
+    folios = system.folios()
+    outstanding = 0
+    for inode in system.inodes:
+        inode.resv_map.check()
+        assert inode.i_blocks == len(inode.page_cache), f"{inode.name}: i_blocks off"
+        for index in inode.page_cache:
+            assert inode.resv_map.region_count(index, index + 1) == 1, (
+                f"{inode.name}: page {index} is cached but not in the reservation map")
+        outstanding += sum(r.to - r.from_ for r in inode.resv_map.regions())
+        outstanding -= len(inode.page_cache)
+        assert set(inode.i_mmap) <= set(vmas), f"{inode.name}: i_mmap has dead VMAs"
+    for vma in vmas:
+        assert vma in vma.inode.i_mmap, f"a VMA of {vma.inode.name} is not in its i_mmap"
+        if vma.resv is not None:
+            vma.resv.map.check()
+        if vma.private_owner:
+            assert vma.resv is not None
+            f, t = vma.file_index(vma.start), vma.file_index(vma.end)
+            outstanding += (t - f) - vma.resv.map.region_count(f, t)
+        for page, pte in vma.ptes.items():
+            assert vma.start <= page < vma.end, "PTE outside its VMA"
+            assert pte.folio.mapcount > 0
+    pending = sum(1 for f in folios if f.restore_reserve)
+    min_rsv = sum(sp.rsv_hpages for sp in system.subpools if sp.min_hpages != -1)
+    short = sum(sp.released_short for sp in system.subpools)
+    assert h.resv_huge_pages == outstanding + min_rsv - pending - short, (
+        f"Rsvd {h.resv_huge_pages} != outstanding reservations {outstanding} + subpool "
+        f"min reserves {min_rsv} - pages about to restore theirs {pending} - min reserves "
+        f"released but not held {short}")
+    assert len(folios) == h.nr_huge_pages - h.free_huge_pages, (
+        f"{len(folios)} pages in use but Total - Free = {h.nr_huge_pages - h.free_huge_pages}")
+    _check_charges(system, folios, vmas)
+
+def _check_charges(system: System, folios: list[Folio], vmas: list[VMA]) -> None:
+    """Each cgroup's usage is the sum of the charges outstanding in its subtree.
+
+    Charges are gathered once per owner (pages, file regions carrying a cgroup, private
+    owner VMAs) and added to every ancestor, removed cgroups included.
+    """
+    fault: dict[HugetlbCgroup, int] = {}
+    rsvd: dict[HugetlbCgroup, int] = {}
+
+    def charge(table: dict[HugetlbCgroup, int], owner: HugetlbCgroup | None,
+               pages: int) -> None:
+        while owner is not None:
+            table[owner] = table.get(owner, 0) + pages
+            owner = owner.parent
+
+    for folio in folios:
+        charge(fault, folio.cgroup, 1)
+        charge(rsvd, folio.cgroup_rsvd, 1)
+    for inode in system.inodes:
+        for r in inode.resv_map.regions():
+            if isinstance(r.info, HugetlbCgroup):
+                charge(rsvd, r.info, r.to - r.from_)
+    for v in vmas:
+        if v.private_owner and v.resv is not None:
+            charge(rsvd, v.resv.cgroup, v.end - v.start)
+    for cg in system.cgroups.values():
+        assert cg.fault.usage == fault.get(cg, 0), (
+            f"{cg.name}: fault usage {cg.fault.usage} != {fault.get(cg, 0)}")
+        assert cg.rsvd.usage == rsvd.get(cg, 0), (
+            f"{cg.name}: rsvd usage {cg.rsvd.usage} != {rsvd.get(cg, 0)}")
+
