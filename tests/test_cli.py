@@ -141,7 +141,7 @@ def test_diff_goes_on_after_a_scenario_error(install: Install, toy: Path, tmp_pa
     result = invoke("diff", str(broken), str(toy))
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0].startswith(f"{broken}:3:")
-    assert result.stdout.splitlines()[-1] == "2 scenarios: 1 same, 0 differ, 1 with scenario errors"
+    assert result.stdout.splitlines()[-1] == "2 scenarios: 1 same, 0 differ, 1 could not run"
 
 
 def test_diff_kernel_unavailable(install: Install, toy: Path) -> None:

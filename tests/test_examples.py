@@ -20,7 +20,8 @@ from hugetlbsim.backends.kernel import machine_unavailable
 from hugetlbsim.backends.model import ModelBackend
 from hugetlbsim.format.loader import load
 from hugetlbsim.format.scenario import OPS, Scenario
-from hugetlbsim.runner import Trace, run
+from hugetlbsim.runner import run
+from hugetlbsim.trace import Trace
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml"))

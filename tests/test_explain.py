@@ -16,7 +16,8 @@ from hugetlbsim.backends.kernel import KernelBackend, machine_unavailable
 from hugetlbsim.backends.model import ModelBackend
 from hugetlbsim.format.loader import load_text
 from hugetlbsim.format.scenario import Scenario
-from hugetlbsim.runner import Trace, compare, run
+from hugetlbsim.runner import run
+from hugetlbsim.trace import Trace, compare
 from hugetlbsim.views.explain import chain, explanation, initial_state
 
 LOCK_WAIT = 600.0

@@ -16,7 +16,8 @@ from hugetlbsim import cli
 from hugetlbsim.backends.base import Backend
 from hugetlbsim.backends.model import ModelBackend
 from hugetlbsim.format.loader import load_text
-from hugetlbsim.runner import Trace, run
+from hugetlbsim.runner import run
+from hugetlbsim.trace import Trace
 from hugetlbsim.views.plot import figure, html_page, plotted, save, svg_text, tick_label
 
 SCENARIO = """\

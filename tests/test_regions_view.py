@@ -12,7 +12,8 @@ from hugetlbsim import cli
 from hugetlbsim.backends.model import ModelBackend
 from hugetlbsim.format.loader import load_text
 from hugetlbsim.model.resv_map import Policy
-from hugetlbsim.runner import Trace, run
+from hugetlbsim.runner import run
+from hugetlbsim.trace import Trace
 from hugetlbsim.views.regions import cgroup_colours, map_rows, save_image, strip, width
 
 SEED = """\

@@ -10,7 +10,9 @@ import pytest
 
 from hugetlbsim.format.loader import load_text
 from hugetlbsim.format.scenario import Scenario
-from hugetlbsim.runner import ABSENT, Difference, Failure, Trace, compare, run
+from hugetlbsim.record import Failure
+from hugetlbsim.runner import run
+from hugetlbsim.trace import ABSENT, Difference, Trace, compare
 
 U64 = 1 << 64
 

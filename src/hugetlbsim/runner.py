@@ -1,131 +1,34 @@
 """Run a scenario on a backend: the trace of results and states, checked against expectations.
 
-`run` applies every step, records the result and the state after it, and checks the step's
-``expect`` block.  `Trace.to_json` is the JSON trace of scenario-format.md.  `compare` lines up
-two traces of one scenario (model and kernel) and reports the steps whose result or counters
-differ.
-
-Values are compared as the kernel shows them: an int counter modulo 2^64 (an underflow reads as
-2^64 - n) and an unlimited limit as null, however it is written (``max`` or ``null``).
+`run` applies every step through a backend session, records the result and the state after
+it (`trace.StepRecord`), and checks the step's ``expect`` block (`record.check`); the session
+is always closed, also when a step raises.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
 
 from hugetlbsim.backends.base import Backend
-from hugetlbsim.format.loader import SECTION_KEYS, UNSIGNED_MAX
-from hugetlbsim.format.scenario import POOL_KEYS, Scenario, Step
+from hugetlbsim.format.scenario import Scenario
+from hugetlbsim.record import Failure, check
+from hugetlbsim.trace import StepRecord, Trace
 
-STATE_SECTIONS: Final = {"cgroup": "cgroups", "mount": "mounts", "file": "files"}
-"""Expectation section → key of the trace state that holds it."""
-WATERMARKS: Final = frozenset({"max_usage", "rsvd_max_usage"})
-"""Cgroup watermarks: they count failed attempts too, so `compare` skips them by default."""
-
-
-class _Absent:
-    """The value of a counter, cgroup, mount or file that is not in the state."""
-
-    def __repr__(self) -> str:
-        return "absent"
-
-
-ABSENT: Final = _Absent()
-
-Path_ = tuple[str, ...]
-"""An expectation's place: ``("rsvd",)``, ``("cgroup", "a", "usage")``..."""
-
-
-def key_name(path: Path_) -> str:
-    """``cgroup.a.usage``: how failures and differences name a counter."""
-    return ".".join(path)
-
-
-def normalized(value: Any) -> Any:
-    """A value as the kernel shows it: ints modulo 2^64, ``max`` as null (unlimited)."""
-    if value == "max":
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value & UNSIGNED_MAX
-    return value
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """One step of a trace: what was run and what the backend showed after it."""
-
-    index: int
-    op: str
-    args: dict[str, Any]
-    """The step's arguments with defaults filled in; absent optional ones left out."""
-    result: str
-    state: dict[str, Any]
-    explain: str | None = None
-    line: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        """The step object of the JSON trace."""
-        out = {"index": self.index, "op": self.op, "args": self.args, "result": self.result,
-               "state": self.state}
-        if self.explain is not None:
-            out["explain"] = self.explain
-        return out
-
-    def observed(self, path: Path_) -> Any:
-        """The value an expectation at ``path`` is checked against (`ABSENT` if missing)."""
-        if path == ("result",):
-            return self.result
-        node: Any = self.state
-        for part in (STATE_SECTIONS.get(path[0], path[0]), *path[1:]):
-            if not isinstance(node, Mapping) or part not in node:
-                return ABSENT
-            node = node[part]
-        return node
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An expectation that did not hold."""
-
-    index: int
-    line: int
-    key: str
-    expected: Any
-    actual: Any
-
-    def __str__(self) -> str:
-        return (f"step {self.index}: {self.key} expected {show_value(self.expected)}, "
-                f"got {show_value(self.actual)}")
+__all__ = ["Run", "run"]
 
 
 @dataclass
-class Trace:
-    """A scenario run on one backend, with the expectations that failed."""
+class Run(Trace):
+    """A trace with the expectations that failed on it."""
 
-    backend: str
-    kernel: str
-    scenario: str
-    steps: list[StepRecord] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        """The JSON trace object of scenario-format.md."""
-        return {"format": 1, "backend": self.backend, "kernel": self.kernel,
-                "scenario": self.scenario, "steps": [s.to_json() for s in self.steps]}
 
-    def dumps(self) -> str:
-        """The JSON trace as text."""
-        return json.dumps(self.to_json())
-
-
-def run(scenario: Scenario, backend: Backend) -> Trace:
+def run(scenario: Scenario, backend: Backend) -> Run:
     """Run every step of ``scenario`` on ``backend``; the session is always closed."""
-    trace = Trace(backend=backend.name, kernel=backend.version(),
-                  scenario=scenario.name or Path(scenario.path).stem)
+    trace = Run(backend=backend.name, kernel=backend.version(),
+                scenario=scenario.name or Path(scenario.path).stem)
     session = backend.open(scenario)
     try:
         for step in scenario.steps:
@@ -139,87 +42,3 @@ def run(scenario: Scenario, backend: Backend) -> Trace:
     finally:
         session.close()
     return trace
-
-
-def expectations(expect: Mapping[str, Any]) -> Iterator[tuple[Path_, Any]]:
-    """Every leaf of an ``expect`` block with its place."""
-    for key, value in expect.items():
-        if key in STATE_SECTIONS:
-            for name, counters in value.items():
-                for counter, expected in counters.items():
-                    yield (key, name, counter), expected
-        else:
-            yield (key,), value
-
-
-def check(step: Step, record: StepRecord) -> list[Failure]:
-    """The step's expectations that the record does not meet."""
-    failures = []
-    for path, expected in expectations(step.expect or {}):
-        actual = record.observed(path)
-        if normalized(expected) != normalized(actual):
-            failures.append(Failure(step.index, step.line, key_name(path), expected, actual))
-    return failures
-
-
-@dataclass(frozen=True)
-class Difference:
-    """A result or counter that differs between two traces (``a`` and ``b``)."""
-
-    key: str
-    a: Any
-    b: Any
-
-
-@dataclass(frozen=True)
-class StepDiff:
-    """A step whose result or counters differ between two traces."""
-
-    index: int
-    op: str
-    args: dict[str, Any]
-    line: int
-    differences: tuple[Difference, ...]
-
-
-def compare(a: Trace, b: Trace, *, watermarks: bool = False) -> list[StepDiff]:
-    """The steps where the two traces' results or counters differ, in step order.
-
-    Only the counters of scenario-format.md are compared, and only where both traces have
-    them; a cgroup, mount or file that exists in one trace only is one difference.
-    """
-    if len(a.steps) != len(b.steps):
-        raise ValueError(f"traces of different lengths ({len(a.steps)} and {len(b.steps)} steps)")
-    diffs = []
-    for sa, sb in zip(a.steps, b.steps, strict=True):
-        differences = tuple(_differences(sa, sb, watermarks))
-        if differences:
-            diffs.append(StepDiff(sa.index, sa.op, sa.args, sa.line, differences))
-    return diffs
-
-
-def _differences(a: StepRecord, b: StepRecord, watermarks: bool) -> Iterator[Difference]:
-    """Result, pool counters, then per cgroup/mount/file: its presence, or its counters."""
-    paths: list[Path_] = [("result",), *((k,) for k in POOL_KEYS)]
-    for section, plural in STATE_SECTIONS.items():
-        names_a, names_b = a.state.get(plural, {}), b.state.get(plural, {})
-        for name in [*names_a, *(n for n in names_b if n not in names_a)]:
-            if name in names_a and name in names_b:
-                paths.extend((section, name, counter) for counter in SECTION_KEYS[section]
-                             if watermarks or counter not in WATERMARKS)
-            else:
-                paths.append((section, name))
-    for path in paths:
-        va, vb = a.observed(path), b.observed(path)
-        if len(path) == 2:
-            yield Difference(key_name(path), *("present" if v is not ABSENT else ABSENT
-                                               for v in (va, vb)))
-        elif va is not ABSENT and vb is not ABSENT and normalized(va) != normalized(vb):
-            yield Difference(key_name(path), va, vb)
-
-
-def show_value(value: Any) -> str:
-    """A value for people: null as ``null``, an underflowed counter as ``2^64-n``."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > UNSIGNED_MAX >> 1:
-        return f"2^64-{UNSIGNED_MAX + 1 - value}"
-    return "null" if value is None else str(value)

@@ -7,7 +7,8 @@ import pytest
 from hugetlbsim.backends.model import ModelBackend
 from hugetlbsim.format.loader import load_text
 from hugetlbsim.model.system import System
-from hugetlbsim.runner import compare, run
+from hugetlbsim.runner import run
+from hugetlbsim.trace import compare
 
 P01A = """\
 format: 1

@@ -12,8 +12,9 @@ from hugetlbsim.format.loader import dump_scenario, load_text
 from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.fuzz.campaign import diverge, execute
 from hugetlbsim.fuzz.generate import GenOptions, generate
-from hugetlbsim.fuzz.shrink import scenario_text, shrink, with_expect
+from hugetlbsim.fuzz.shrink import scenario_text, shrink
 from hugetlbsim.fuzz.world import is_valid
+from hugetlbsim.record import with_expect
 from hugetlbsim.runner import run
 
 

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from hugetlbsim.format.scenario import Scenario
 
+__all__ = ["Backend", "BackendUnavailable", "Session"]
+
 
 class BackendUnavailable(Exception):
     """The backend cannot run here (not root, no hugetlbfs, pool busy...): exit status 3."""

@@ -42,6 +42,18 @@ from hugetlbsim.backends.kernel_cleanup import (
 from hugetlbsim.backends.kernel_worker import Worker, handle
 from hugetlbsim.format.scenario import Scenario
 
+__all__ = [
+    "CG_FILE",
+    "HP",
+    "LOCK_FILE",
+    "UNLIMITED",
+    "KernelBackend",
+    "KernelNotClean",
+    "KernelSession",
+    "acquire_lock",
+    "machine_unavailable"
+]
+
 HP = ks.PAGE_2M
 CG_FILE = "hugetlb.2MB."
 UNLIMITED = 1 << 62

@@ -21,6 +21,16 @@ from dataclasses import asdict, dataclass, field
 
 from hugetlbsim.backends import kernel_sys as ks
 
+__all__ = [
+    "NR_HUGEPAGES",
+    "NR_OVERCOMMIT",
+    "PREFIX",
+    "STATE_FILE",
+    "RunRecord",
+    "clean_leftovers",
+    "cleanup"
+]
+
 PREFIX = "hugetlbsim-"
 STATE_FILE = "state.json"
 NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"

@@ -16,6 +16,16 @@ import select
 import signal
 from typing import Any
 
+__all__ = [
+    "FALLOC_FL_KEEP_SIZE", "FALLOC_FL_PUNCH_HOLE", "IPC_CREAT", "IPC_PRIVATE", "IPC_RMID",
+    "MADV_DONTNEED", "MADV_POPULATE_READ", "MADV_POPULATE_WRITE", "MADV_REMOVE",
+    "MAP_ANONYMOUS", "MAP_FAILED", "MAP_HUGETLB", "MAP_NORESERVE", "MAP_POPULATE",
+    "MAP_PRIVATE", "MAP_SHARED", "PAGE_2M", "PROT_READ", "PROT_WRITE", "SHM_HUGETLB",
+    "SHM_NORESERVE", "SHM_RDONLY", "errname", "fallocate", "kill_and_wait", "madvise",
+    "meminfo_hugepages", "mmap", "mount", "mount_points", "mprotect", "munmap", "read_int",
+    "shm_rmid", "shmat", "shmget", "start_time", "umount", "wait_exit", "write_str"
+]
+
 PAGE_2M = 2 << 20
 
 PROT_READ = 0x1

@@ -26,6 +26,8 @@ from typing import Any
 
 from hugetlbsim.backends import kernel_sys as ks
 
+__all__ = ["Worker", "WorkerGone", "handle"]
+
 
 class WorkerGone(RuntimeError):
     """A worker process disappeared while the controller expected a reply."""

@@ -13,6 +13,8 @@ from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.model.resv_map import Policy
 from hugetlbsim.model.system import KERNEL_VERSION, System
 
+__all__ = ["ModelBackend", "ModelSession"]
+
 
 class ModelSession:
     """One scenario on a fresh `System`."""

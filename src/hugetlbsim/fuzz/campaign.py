@@ -39,9 +39,30 @@ from hugetlbsim.backends.base import Backend, BackendUnavailable
 from hugetlbsim.backends.model import ModelBackend
 from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.fuzz.generate import GenOptions, generate
-from hugetlbsim.fuzz.shrink import scenario_text, shrink, with_expect
+from hugetlbsim.fuzz.shrink import scenario_text, shrink
 from hugetlbsim.model.system import System
-from hugetlbsim.runner import StepDiff, StepRecord, Trace, compare, show_value
+from hugetlbsim.record import with_expect
+from hugetlbsim.trace import StepDiff, StepRecord, Trace, compare, normalized, show_value
+
+__all__ = [
+    "MODES",
+    "BatchResult",
+    "Checked",
+    "Divergence",
+    "Finding",
+    "Mode",
+    "Options",
+    "Outcome",
+    "Summary",
+    "campaign",
+    "check",
+    "diverge",
+    "execute",
+    "ignore_sigint",
+    "leftover",
+    "run_batch",
+    "shrink_finding"
+]
 
 Mode = Literal["policies", "kernel"]
 MODES: tuple[Mode, ...] = ("policies", "kernel")
@@ -156,7 +177,7 @@ def leftover(scenario: Scenario) -> str | None:
             "Surp": h.surplus_huge_pages}
     if any(left.values()) or system.mounts:
         return ("after teardown the model predicts " + ", ".join(
-            f"{k} {show_value(v % 2**64)}" for k, v in left.items())
+            f"{k} {show_value(normalized(v))}" for k, v in left.items())
             + "".join(f", mount {m} busy" for m in system.mounts))
     return None
 

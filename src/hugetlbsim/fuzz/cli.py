@@ -31,6 +31,8 @@ from hugetlbsim.fuzz.campaign import (
 )
 from hugetlbsim.fuzz.generate import WEIGHTS, GenOptions
 
+__all__ = ["DEFAULT_COUNT", "fuzz", "save", "summary_table"]
+
 DEFAULT_COUNT = 1000
 
 

@@ -9,7 +9,6 @@ the bug it shrinks onto an unrelated corner case: page ranges hold at least one 
 length or count shrinks to 1, not 0.  Predicate answers are memoised, since a kernel run
 costs tens of ms.
 
-`with_expect` writes the counters of a reference trace into the steps' ``expect`` blocks and
 `scenario_text` makes the file a shrunk divergence is saved as.
 """
 
@@ -19,14 +18,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from hugetlbsim.format.loader import SECTION_KEYS, dump_scenario, load_text
-from hugetlbsim.format.scenario import OPS, POOL_KEYS, Arg, Scenario, Step
+from hugetlbsim.format.loader import dump_scenario, load_text
+from hugetlbsim.format.scenario import OPS, Arg, Scenario, Step
 from hugetlbsim.fuzz.world import valid_steps
-from hugetlbsim.runner import Trace
+
+__all__ = ["Predicate", "scenario_text", "shrink"]
 
 Predicate = Callable[[Scenario], bool]
-RECORDED_CGROUP_KEYS = ("usage", "rsvd", "failcnt", "rsvd_failcnt")
-"""Cgroup counters written into expect blocks (watermarks count failed attempts: left out)."""
 
 
 class _Memo:
@@ -162,26 +160,6 @@ def _numbers(scenario: Scenario, test: _Memo) -> Scenario:
                     break
         i += 1
     return scenario
-
-
-def with_expect(scenario: Scenario, trace: Trace) -> Scenario:
-    """The scenario with each step's ``expect`` holding what ``trace`` showed after it."""
-    steps = list(scenario.steps)
-    for n, record in enumerate(trace.steps[:len(steps)]):
-        state = record.state
-        expect: dict[str, Any] = {"result": record.result,
-                                  **{k: state[k] for k in POOL_KEYS if k in state}}
-        sections = {
-            "cgroup": {name: {k: c[k] for k in RECORDED_CGROUP_KEYS if k in c}
-                       for name, c in state.get("cgroups", {}).items()},
-            "mount": {name: {"free": c["free"]} for name, c in state.get("mounts", {}).items()
-                      if c.get("free") is not None},
-            "file": {name: {k: c[k] for k in SECTION_KEYS["file"] if k in c}
-                     for name, c in state.get("files", {}).items()},
-        }
-        expect.update({key: value for key, value in sections.items() if value})
-        steps[n] = replace(steps[n], expect=expect)
-    return replace(scenario, steps=tuple(steps))
 
 
 def scenario_text(scenario: Scenario, comments: Sequence[str] = ()) -> str:

@@ -5,6 +5,8 @@ The flows raise `KernelError` where the kernel returns an errno or raises SIGBUS
 sentence saying which check refused, with its numbers, as the explanation.
 """
 
+__all__ = ["KernelError", "ScenarioMisuse"]
+
 
 class KernelError(Exception):
     """A failure the kernel reports to the caller: ``result`` and why, in one sentence."""

@@ -23,6 +23,11 @@ from hugetlbsim.model.reserve import (
 )
 from hugetlbsim.model.vma import VMA, Pte
 
+__all__ = [
+    "MapChg", "alloc_hugetlb_folio", "hugetlb_fault", "hugetlb_no_page", "hugetlb_wp",
+    "unmap_ref_private"
+]
+
 
 class MapChg(IntEnum):
     """What the mapping's reservation map says about the faulting index."""

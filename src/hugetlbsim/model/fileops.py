@@ -17,6 +17,11 @@ from hugetlbsim.model.resv_map import LONG_MAX
 from hugetlbsim.model.unmap import zap_file_range
 from hugetlbsim.model.vma import VMA, Process
 
+__all__ = [
+    "check_fallocate_args", "evict_inode", "hugetlb_vmtruncate", "hugetlbfs_fallocate",
+    "hugetlbfs_punch_hole"
+]
+
 
 def hugetlb_vmtruncate(inode: Inode, size: int) -> None:
     """ftruncate: set the size, unmap and free the pages beyond it, drop its reservations."""

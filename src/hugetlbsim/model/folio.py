@@ -14,6 +14,8 @@ from hugetlbsim.model.hstate import HState
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.subpool import HugepageSubpool
 
+__all__ = ["Folio", "free_huge_folio"]
+
 
 @dataclass(eq=False)
 class Folio:

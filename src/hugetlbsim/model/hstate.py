@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = ["ULONG", "HState", "unsigned"]
+
 ULONG = 2**64
 
 

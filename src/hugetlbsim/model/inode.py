@@ -18,6 +18,11 @@ from hugetlbsim.model.resv_map import LONG_MAX, ResvMap
 from hugetlbsim.model.subpool import HugepageSubpool
 from hugetlbsim.model.vma import VMA
 
+__all__ = [
+    "Inode", "hugetlb_add_to_page_cache", "hugetlb_unreserve_pages", "remove_inode_hugepages",
+    "uncharge_file_regions", "vma_interval_tree_insert"
+]
+
 
 @dataclass(eq=False)
 class Inode:

@@ -16,6 +16,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 
+__all__ = ["LOAD", "Entry", "RegionStore"]
+
 Entry = tuple[int, int, object]
 """(from, to, uncharge info) of one range."""
 

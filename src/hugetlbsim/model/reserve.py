@@ -17,6 +17,11 @@ from hugetlbsim.model.inode import Inode
 from hugetlbsim.model.resv_map import ResvMap
 from hugetlbsim.model.vma import VMA, PrivateResv
 
+__all__ = [
+    "hugetlb_reserve_pages", "hugetlb_vm_op_close", "vma_add_reservation",
+    "vma_commit_reservation", "vma_end_reservation", "vma_needs_reservation"
+]
+
 
 def hugetlb_reserve_pages(inode: Inode, f: int, t: int, vma: VMA | None,
                           cgroup: HugetlbCgroup) -> None:

@@ -23,6 +23,17 @@ from typing import Literal, NamedTuple
 
 from hugetlbsim.model.region_store import Entry, RegionStore
 
+__all__ = [
+    "LONG_MAX",
+    "POLICIES",
+    "EntryAllocator",
+    "FileRegion",
+    "Policy",
+    "RegionDel",
+    "RegionNoMemory",
+    "ResvMap"
+]
+
 LONG_MAX = 2**63 - 1
 """The end index truncation and eviction pass to `region_del`."""
 

@@ -23,6 +23,8 @@ from hugetlbsim.model.resv_map import (
     RegionNoMemory,
 )
 
+__all__ = ["BaselineResvMap", "Rg"]
+
 
 @dataclass(slots=True)
 class Rg:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from hugetlbsim.model.hstate import HState
 
+__all__ = ["HugepageSubpool"]
+
 
 @dataclass
 class HugepageSubpool:

@@ -16,6 +16,8 @@ from hugetlbsim.model.folio import Folio, free_huge_folio
 from hugetlbsim.model.reserve import hugetlb_vm_op_close, vma_add_reservation, vma_needs_reservation
 from hugetlbsim.model.vma import VMA
 
+__all__ = ["free_batch", "unmap_vmas", "zap_file_range", "zap_pages"]
+
 
 def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio]) -> None:
     """`__unmap_hugepage_range` over virtual pages ``[start, end)`` of ``vma``.

@@ -18,6 +18,8 @@ from hugetlbsim.model.resv_map import ResvMap
 if TYPE_CHECKING:
     from hugetlbsim.model.inode import Inode
 
+__all__ = ["VMA", "PrivateResv", "Process", "Pte"]
+
 
 @dataclass(eq=False)
 class PrivateResv:

@@ -18,7 +18,9 @@ from rich.text import Text
 from hugetlbsim.backends.model import ModelBackend
 from hugetlbsim.format.loader import UNSIGNED_MAX, short_op
 from hugetlbsim.format.scenario import CGROUP_KEYS, Scenario
-from hugetlbsim.runner import Trace, show_value
+from hugetlbsim.trace import Trace, show_value
+
+__all__ = ["Row", "chain", "explanation", "initial_state"]
 
 Row = tuple[str, str]
 """(what, counter) naming one line of the chain: ``("cgroup a", "usage")``."""

@@ -20,11 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hugetlbsim.format.loader import UNSIGNED_MAX, short_op
-from hugetlbsim.runner import StepRecord, Trace, compare, show_value
+from hugetlbsim.trace import StepRecord, Trace, compare, show_value
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+__all__ = [
+    "CGROUP_LINES", "FORMATS", "POOL_LINES", "figure", "html_page", "plotted", "save",
+    "svg_text", "tick_label"
+]
 
 POOL_LINES: Final = (("total", "Total"), ("free", "Free"), ("rsvd", "Rsvd"), ("surp", "Surp"))
 CGROUP_LINES: Final = (("usage", "usage", "-", 1.0, 0), ("rsvd", "rsvd", "--", 0.6, 1))

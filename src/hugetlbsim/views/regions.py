@@ -21,7 +21,12 @@ from rich.table import Table
 from rich.text import Text
 
 from hugetlbsim.format.loader import short_op
-from hugetlbsim.runner import Trace
+from hugetlbsim.trace import Trace
+
+__all__ = [
+    "COLOURS", "FORMATS", "MapRow", "Region", "cgroup_colours", "map_rows", "ruler",
+    "save_image", "strip", "table", "width"
+]
 
 CACHED, RESERVED, UNRESERVED, BEYOND, BOUNDARY = "█", "▒", "·", " ", "|"
 COLOURS: Final = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan",

@@ -23,7 +23,19 @@ from rich.text import Text
 
 from hugetlbsim.backends.kernel import UNLIMITED
 from hugetlbsim.format.loader import UNSIGNED_MAX
-from hugetlbsim.runner import show_value
+from hugetlbsim.trace import show_value
+
+__all__ = [
+    "CGROUP_FILES",
+    "POOL_FILES",
+    "Cgroup",
+    "Hierarchy",
+    "HugetlbfsMount",
+    "Pool",
+    "Status",
+    "collect",
+    "render"
+]
 
 POOL_FILES: Final = (("total", "nr_hugepages"), ("free", "free_hugepages"),
                      ("rsvd", "resv_hugepages"), ("surp", "surplus_hugepages"),

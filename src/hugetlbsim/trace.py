@@ -1,0 +1,172 @@
+"""Traces: what a backend showed after each step of a scenario, and how two traces differ.
+
+`Trace.to_json` is the JSON trace of the scenario format.  `compare` lines up two traces of one
+scenario (say model and kernel) and reports the steps whose result or counters differ.  Values
+are compared as the kernel shows them (`same`): an int counter modulo 2^64 (an underflow reads
+as 2^64 - n) and an unlimited limit as null, however it is written (``max`` or ``null``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from hugetlbsim.format.loader import SECTION_KEYS, UNSIGNED_MAX
+from hugetlbsim.format.scenario import POOL_KEYS
+
+__all__ = ["ABSENT", "STATE_SECTIONS", "WATERMARKS", "Difference", "StepDiff", "StepRecord",
+           "Trace", "compare", "key_name", "normalized", "same", "show_value"]
+
+STATE_SECTIONS: Final = {"cgroup": "cgroups", "mount": "mounts", "file": "files"}
+"""Expectation section → key of the trace state that holds it."""
+WATERMARKS: Final = frozenset({"max_usage", "rsvd_max_usage"})
+"""Cgroup watermarks: they count failed attempts too, so `compare` skips them by default."""
+
+
+class _Absent:
+    """The value of a counter, cgroup, mount or file that is not in the state."""
+
+    def __repr__(self) -> str:
+        return "absent"
+
+
+ABSENT: Final = _Absent()
+
+Path_ = tuple[str, ...]
+"""An expectation's place: ``("rsvd",)``, ``("cgroup", "a", "usage")``..."""
+
+
+def key_name(path: Path_) -> str:
+    """``cgroup.a.usage``: how failures and differences name a counter."""
+    return ".".join(path)
+
+
+def normalized(value: Any) -> Any:
+    """A value as the kernel shows it: ints modulo 2^64, ``max`` as null (unlimited)."""
+    if value == "max":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value & UNSIGNED_MAX
+    return value
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether two values read the same on the kernel (the one comparison of counters)."""
+    return bool(normalized(a) == normalized(b))
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of a trace: what was run and what the backend showed after it."""
+
+    index: int
+    op: str
+    args: dict[str, Any]
+    """The step's arguments with defaults filled in; absent optional ones left out."""
+    result: str
+    state: dict[str, Any]
+    explain: str | None = None
+    line: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The step object of the JSON trace."""
+        out = {"index": self.index, "op": self.op, "args": self.args, "result": self.result,
+               "state": self.state}
+        if self.explain is not None:
+            out["explain"] = self.explain
+        return out
+
+    def observed(self, path: Path_) -> Any:
+        """The value an expectation at ``path`` is checked against (`ABSENT` if missing)."""
+        if path == ("result",):
+            return self.result
+        node: Any = self.state
+        for part in (STATE_SECTIONS.get(path[0], path[0]), *path[1:]):
+            if not isinstance(node, Mapping) or part not in node:
+                return ABSENT
+            node = node[part]
+        return node
+
+
+@dataclass
+class Trace:
+    """A scenario run on one backend, with the expectations that failed."""
+
+    backend: str
+    kernel: str
+    scenario: str
+    steps: list[StepRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON trace object of scenario-format.md."""
+        return {"format": 1, "backend": self.backend, "kernel": self.kernel,
+                "scenario": self.scenario, "steps": [s.to_json() for s in self.steps]}
+
+    def dumps(self) -> str:
+        """The JSON trace as text."""
+        return json.dumps(self.to_json())
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A result or counter that differs between two traces (``a`` and ``b``)."""
+
+    key: str
+    a: Any
+    b: Any
+
+
+@dataclass(frozen=True)
+class StepDiff:
+    """A step whose result or counters differ between two traces."""
+
+    index: int
+    op: str
+    args: dict[str, Any]
+    line: int
+    differences: tuple[Difference, ...]
+
+
+def compare(a: Trace, b: Trace, *, watermarks: bool = False) -> list[StepDiff]:
+    """The steps where the two traces' results or counters differ, in step order.
+
+    Only the counters of scenario-format.md are compared, and only where both traces have
+    them; a cgroup, mount or file that exists in one trace only is one difference.
+    """
+    if len(a.steps) != len(b.steps):
+        raise ValueError(f"traces of different lengths ({len(a.steps)} and {len(b.steps)} steps)")
+    diffs = []
+    for sa, sb in zip(a.steps, b.steps, strict=True):
+        differences = tuple(_differences(sa, sb, watermarks))
+        if differences:
+            diffs.append(StepDiff(sa.index, sa.op, sa.args, sa.line, differences))
+    return diffs
+
+
+def _differences(a: StepRecord, b: StepRecord, watermarks: bool) -> Iterator[Difference]:
+    """Result, pool counters, then per cgroup/mount/file: its presence, or its counters."""
+    paths: list[Path_] = [("result",), *((k,) for k in POOL_KEYS)]
+    for section, plural in STATE_SECTIONS.items():
+        names_a, names_b = a.state.get(plural, {}), b.state.get(plural, {})
+        for name in [*names_a, *(n for n in names_b if n not in names_a)]:
+            if name in names_a and name in names_b:
+                paths.extend((section, name, counter) for counter in SECTION_KEYS[section]
+                             if watermarks or counter not in WATERMARKS)
+            else:
+                paths.append((section, name))
+    for path in paths:
+        va, vb = a.observed(path), b.observed(path)
+        if len(path) == 2:
+            yield Difference(key_name(path), *("present" if v is not ABSENT else ABSENT
+                                               for v in (va, vb)))
+        elif va is not ABSENT and vb is not ABSENT and not same(va, vb):
+            yield Difference(key_name(path), va, vb)
+
+
+def show_value(value: Any) -> str:
+    """A value for people: null as ``null``, an underflowed counter as ``2^64-n``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > UNSIGNED_MAX >> 1:
+        return f"2^64-{UNSIGNED_MAX + 1 - value}"
+    return "null" if value is None else str(value)
