@@ -51,7 +51,8 @@ __all__ = [
     "KernelNotClean",
     "KernelSession",
     "acquire_lock",
-    "machine_unavailable"
+    "machine_unavailable",
+    "pool_busy",
 ]
 
 HP = ks.PAGE_2M
@@ -135,7 +136,7 @@ def _check_scenario(scenario: Scenario, max_pages: int) -> None:
             f"the scenario could need {worst} huge pages; the kernel backend allows {max_pages}")
 
 
-def _pool_busy() -> str | None:
+def pool_busy() -> str | None:
     mi = ks.meminfo_hugepages()
     ovc = ks.read_int(NR_OVERCOMMIT)
     if any(mi[k] for k in ("total", "free", "rsvd", "surp")) or ovc:
@@ -233,7 +234,7 @@ class KernelSession:
         if problems:
             raise BackendUnavailable("leftovers of an earlier run could not be cleaned: "
                                      + "; ".join(problems))
-        busy = _pool_busy()
+        busy = pool_busy()
         if busy:
             raise BackendUnavailable(f"the huge page pool is not idle: {busy}")
         self._install_sigterm()
@@ -359,7 +360,7 @@ class KernelSession:
         if self._rec is not None:
             problems.extend(cleanup(self._rec))
             _LIVE.discard(self._rec.rundir)
-            busy = _pool_busy()
+            busy = pool_busy()
             if busy:
                 problems.append(f"the pool is not idle after cleanup: {busy}")
             ours = [p for p in ks.mount_points() if p.startswith(self._rec.rundir + "/")]
