@@ -24,11 +24,12 @@ def install(monkeypatch: pytest.MonkeyPatch) -> Install:
     """Replace a backend factory by one making ``FakeBackend(name, **options)``."""
 
     def install(name: str, **options: object) -> None:
-        def factory(policy: str) -> Backend:
+        def factory(policy: str, line: str | None = None) -> Backend:
             if options.get("unavailable"):
                 raise BackendUnavailable("needs root\nand more")
             backend = FakeBackend(name, **options)  # type: ignore[arg-type]
             backend.policy = policy  # type: ignore[attr-defined]
+            backend.line = line  # type: ignore[attr-defined]
             made.append(backend)
             return backend
 
@@ -115,7 +116,10 @@ def test_diff_same(install: Install, toy: Path) -> None:
     result = invoke("diff", str(toy))
     assert result.exit_code == 0
     assert result.stdout == f"{toy}: same\n1 scenario: 1 same, 0 differ\n"
-    assert [b.name for b in install.made] == ["model", "kernel"]  # type: ignore[attr-defined]
+    made = {b.name: b for b in install.made}  # type: ignore[attr-defined]
+    assert sorted(made) == ["kernel", "model"]
+    assert made["model"].line == "6.18.44"  # the model follows the kernel it is compared with
+    assert made["kernel"].line is None
 
 
 def test_diff_divergence_side_by_side(install: Install, toy: Path, tmp_path: Path) -> None:

@@ -123,7 +123,7 @@ def test_plot_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "s.yaml"
     path.write_text(SCENARIO)
 
-    def model_as_kernel(policy: str) -> Backend:
+    def model_as_kernel(policy: str, line: str | None = None) -> Backend:
         backend = ModelBackend()
         backend.name = "kernel"
         return backend

@@ -67,6 +67,9 @@ class FakeSession:
     def explain(self) -> str | None:
         return self.why
 
+    def kernel(self) -> str:
+        return self.backend.version()
+
     def close(self) -> None:
         self.closed = True
 

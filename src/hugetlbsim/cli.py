@@ -17,6 +17,7 @@ from rich.console import Console
 
 from hugetlbsim.backends.base import Backend, BackendUnavailable
 from hugetlbsim.format.loader import ScenarioError, load
+from hugetlbsim.model.kernels import UnknownKernel, kernel
 from hugetlbsim.model.resv_map import Policy
 from hugetlbsim.model.system import SYSTEM_POLICIES
 from hugetlbsim.record import record_file
@@ -44,31 +45,43 @@ def lock_timeout() -> float:
     return value
 
 
-def _model(policy: Policy) -> Backend:
+def _model(policy: Policy, line: str | None) -> Backend:
     from hugetlbsim.backends.model import ModelBackend
 
-    return ModelBackend(policy)
+    return ModelBackend(policy, line)
 
 
-def _kernel(policy: Policy) -> Backend:
+def _kernel(policy: Policy, line: str | None) -> Backend:
     from hugetlbsim.backends.kernel import KernelBackend
 
     return KernelBackend(lock_timeout=lock_timeout())
 
 
-BACKENDS: dict[str, Callable[[Policy], Backend]] = {"model": _model, "kernel": _kernel}
-"""Backend name → factory taking the model's policy (imported lazily: the kernel backend
-needs the live system only when it is used)."""
+BACKENDS: dict[str, Callable[[Policy, str | None], Backend]] = {
+    "model": _model, "kernel": _kernel}
+"""Backend name → factory taking the model's policy and kernel line (imported lazily: the
+kernel backend needs the live system only when it is used)."""
 
 
-def make_backend(name: str, policy: Policy | None) -> Backend:
-    """The backend called ``name``; ``policy`` is the model's region policy (None: the
-    default), and naming one for another backend is a usage error, not silently ignored."""
-    if policy is not None and name != "model":
-        raise click.UsageError(f"--policy applies to the model only, not to --backend {name}")
-    return BACKENDS[name](policy or SYSTEM_POLICIES[0])
+def make_backend(name: str, policy: Policy | None, line: str | None = None) -> Backend:
+    """The backend called ``name``; ``policy`` and ``line`` choose the model's region policy and
+    kernel line (None: the defaults), and naming one for another backend is a usage error, not
+    silently ignored."""
+    if name != "model":
+        for option, value in (("--policy", policy), ("--kernel", line)):
+            if value is not None:
+                raise click.UsageError(f"{option} applies to the model only, not to "
+                                       f"--backend {name}")
+    return BACKENDS[name](policy or SYSTEM_POLICIES[0], line)
 
 
+def _check_line(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            kernel(value)
+        except UnknownKernel as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 class _Main(click.Group):
@@ -120,6 +133,10 @@ def _err() -> Console:
 
 _backend_option = click.option("--backend", type=click.Choice(sorted(BACKENDS)),
                                default="model", show_default=True)
+_kernel_option = click.option(
+    "--kernel", "line", default=None, callback=_check_line,
+    help="The kernel line the model follows: 6.1, 6.12, 6.18, a release (6.1.192) or a "
+         "uname -r (default: the scenario's kernel:, else 6.18).")
 _policy_option = click.option("--policy", type=click.Choice(SYSTEM_POLICIES), default=None,
                               help=f"The model's reservation-map policy (default "
                                    f"{SYSTEM_POLICIES[0]}).")
@@ -129,13 +146,14 @@ _policy_option = click.option("--policy", type=click.Choice(SYSTEM_POLICIES), de
 @click.argument("file", type=click.Path(dir_okay=False))
 @_backend_option
 @_policy_option
+@_kernel_option
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON trace.")
 @click.pass_context
 def run_command(ctx: click.Context, file: str, backend: str, policy: Policy | None,
-                as_json: bool) -> None:
+                line: str | None, as_json: bool) -> None:
     """Run a scenario; exit 1 if an expectation fails."""
     scenario = load(file)
-    trace = run(scenario, make_backend(backend, policy))
+    trace = run(scenario, make_backend(backend, policy, line))
     if as_json:
         click.echo(trace.dumps())
     else:
@@ -149,14 +167,19 @@ def run_command(ctx: click.Context, file: str, backend: str, policy: Policy | No
 @main.command("diff")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @_policy_option
+@_kernel_option
 @click.option("--watermarks", is_flag=True, help="Also compare max_usage and rsvd_max_usage.")
 @click.option("--steps", "max_steps", type=click.IntRange(min=1), default=3, show_default=True,
               help="Differing steps shown per scenario.")
 @click.pass_context
-def diff_command(ctx: click.Context, files: Sequence[str], policy: Policy | None, watermarks: bool,
-                 max_steps: int) -> None:
-    """Run scenarios on the model and the kernel; exit 1 if any differ (2 if one cannot load)."""
-    model, kernel = make_backend("model", policy), make_backend("kernel", None)
+def diff_command(ctx: click.Context, files: Sequence[str], policy: Policy | None,
+                 line: str | None, watermarks: bool, max_steps: int) -> None:
+    """Run scenarios on the model and the kernel; exit 1 if any differ (2 if one cannot load).
+
+    The model follows the kernel it is compared with, unless --kernel names another line.
+    """
+    reference = make_backend("kernel", None)
+    model = make_backend("model", policy, line or _line_of(reference))
     out, err = _out(), _err()
     same = differ = broken = 0
     for file in files:
@@ -168,7 +191,8 @@ def diff_command(ctx: click.Context, files: Sequence[str], policy: Policy | None
             continue
         err.print(f"running {file}", style="dim", markup=False)
         try:
-            diffs = compare(run(scenario, model), run(scenario, kernel), watermarks=watermarks)
+            diffs = compare(run(scenario, model), run(scenario, reference),
+                            watermarks=watermarks)
         except (KeyboardInterrupt, BackendUnavailable):
             raise
         except Exception as exc:
@@ -189,6 +213,14 @@ def diff_command(ctx: click.Context, files: Sequence[str], policy: Policy | None
     click.echo(summary + (f", {broken} could not run" if broken else ""))
     if broken or differ:
         ctx.exit(EXIT_SCENARIO if broken else EXIT_FAILED)
+
+
+def _line_of(backend: Backend) -> str:
+    """The kernel line the model follows to be compared with ``backend``."""
+    try:
+        return kernel(backend.version()).name
+    except UnknownKernel as exc:
+        raise click.UsageError(f"{exc}; name the line to compare with --kernel") from None
 
 
 @main.command("record")
@@ -220,10 +252,11 @@ def _need_matplotlib() -> None:
               help="A .png, .svg or .html file (default: FILE's name with .png, here).")
 @_backend_option
 @_policy_option
+@_kernel_option
 @click.option("--compare", is_flag=True,
               help="Draw model and kernel together, divergent steps marked (no --backend).")
 def plot_command(file: str, output: str | None, backend: str, policy: Policy | None,
-                 compare: bool) -> None:
+                 line: str | None, compare: bool) -> None:
     """Plot the pool and cgroup counters over the steps of a scenario."""
     _need_matplotlib()
     from hugetlbsim.views.plot import FORMATS, save
@@ -232,9 +265,12 @@ def plot_command(file: str, output: str | None, backend: str, policy: Policy | N
     if Path(path).suffix not in FORMATS:
         raise click.BadParameter(f"use a name ending in {', '.join(FORMATS)}", param_hint="-o")
     scenario = load(file)
-    names = ("model", "kernel") if compare else (backend,)
-    save([run(scenario, make_backend(name, policy if name == "model" else None))
-          for name in names], path)
+    if compare:
+        reference = make_backend("kernel", None)
+        model = make_backend("model", policy, line or _line_of(reference))
+        save([run(scenario, model), run(scenario, reference)], path)
+    else:
+        save([run(scenario, make_backend(backend, policy, line))], path)
     click.echo(f"wrote {path}", err=True)
 
 
@@ -242,8 +278,10 @@ def plot_command(file: str, output: str | None, backend: str, policy: Policy | N
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--file", "name", required=True, help="The scenario file to show (hp/f).")
 @_policy_option
+@_kernel_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also draw a .png/.svg.")
-def regions_command(file: str, name: str, policy: Policy | None, output: str | None) -> None:
+def regions_command(file: str, name: str, policy: Policy | None, line: str | None,
+                    output: str | None) -> None:
     """Show one file's reservation map after each step, on the model."""
     from hugetlbsim.backends.model import ModelBackend
     from hugetlbsim.views.regions import FORMATS, save_image, table
@@ -254,7 +292,7 @@ def regions_command(file: str, name: str, policy: Policy | None, output: str | N
     if output and Path(output).suffix not in FORMATS:
         raise click.BadParameter(f"use a name ending in {', '.join(FORMATS)}", param_hint="-o")
     policy = policy or SYSTEM_POLICIES[0]
-    trace = run(load(file), ModelBackend(policy))
+    trace = run(load(file), ModelBackend(policy, line))
     if not any(name in step.state.get("files", {}) for step in trace.steps):
         raise click.BadParameter(f"no step of {file} has a file named {name!r}",
                                  param_hint="--file")
@@ -270,12 +308,13 @@ def regions_command(file: str, name: str, policy: Policy | None, output: str | N
 @click.option("--step", "index", type=click.IntRange(min=0), required=True,
               help="The step's index (as run shows it).")
 @_policy_option
-def explain_command(file: str, index: int, policy: Policy | None) -> None:
+@_kernel_option
+def explain_command(file: str, index: int, policy: Policy | None, line: str | None) -> None:
     """Show a step on the model, why it failed, and every counter before and after it."""
     from hugetlbsim.backends.model import ModelBackend
     from hugetlbsim.views.explain import explanation, initial_state
 
-    scenario, backend = load(file), ModelBackend(policy or SYSTEM_POLICIES[0])
+    scenario, backend = load(file), ModelBackend(policy or SYSTEM_POLICIES[0], line)
     if index >= len(scenario.steps):
         raise click.BadParameter(f"the scenario has {len(scenario.steps)} steps (0 to "
                                  f"{len(scenario.steps) - 1})", param_hint="--step")

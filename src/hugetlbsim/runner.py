@@ -27,9 +27,9 @@ class Run(Trace):
 
 def run(scenario: Scenario, backend: Backend) -> Run:
     """Run every step of ``scenario`` on ``backend``; the session is always closed."""
-    trace = Run(backend=backend.name, kernel=backend.version(),
-                scenario=scenario.name or Path(scenario.path).stem)
     session = backend.open(scenario)
+    trace = Run(backend=backend.name, kernel=session.kernel(),
+                scenario=scenario.name or Path(scenario.path).stem)
     try:
         for step in scenario.steps:
             result = session.apply(step.op, step.args)

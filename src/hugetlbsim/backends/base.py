@@ -37,6 +37,10 @@ class Session(Protocol):
         """Why the last operation failed, in one sentence, if the backend knows."""
         ...
 
+    def kernel(self) -> str:
+        """The trace's ``kernel``: the line the model follows, or the kernel's ``uname -r``."""
+        ...
+
     def close(self) -> None:
         """Release everything the session created (idempotent)."""
         ...

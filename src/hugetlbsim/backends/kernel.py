@@ -328,6 +328,10 @@ class KernelSession:
                 "surp": mi["surp"], "nr_hugepages": ks.read_int(NR_HUGEPAGES),
                 "cgroups": cgroups, "mounts": mounts, "files": files}
 
+    def kernel(self) -> str:
+        """``uname -r`` of the live kernel."""
+        return os.uname().release
+
     def close(self) -> None:
         """Kill the workers and undo everything the run record lists; raise if not clean."""
         if self._closed:

@@ -11,11 +11,36 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+__all__ = [
+    "ADVICE",
+    "CGROUP_KEYS",
+    "EXPECT_KEYS",
+    "NULLABLE_KEYS",
+    "OPS",
+    "PAGESIZES",
+    "POOL_ARGS",
+    "POOL_KEYS",
+    "RESULTS",
+    "SECTION_KEYS",
+    "SHM_MMAP_ARGS",
+    "TOP_KEYS",
+    "UNSIGNED_MAX",
+    "VALUE_KINDS",
+    "Arg",
+    "ArgKind",
+    "Scenario",
+    "Step",
+]
+
 ArgKind = Literal[
     "int", "bool", "limit", "advice",
     "proc", "map", "file", "memfd", "shm", "cgroup", "mount",
 ]
 """How an argument is checked: a value type, or the kind of name it refers to."""
+VALUE_KINDS = frozenset({"int", "bool", "limit", "advice"})
+"""The argument kinds that are values; the others name something."""
+ADVICE = ("dontneed", "remove")
+"""The values of madvise's ``advice``."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +111,23 @@ CGROUP_KEYS = ("usage", "rsvd", "max_usage", "rsvd_max_usage", "limit", "rsvd_li
                "failcnt", "rsvd_failcnt")
 POOL_KEYS = ("total", "free", "rsvd", "surp", "nr_hugepages")
 EXPECT_KEYS = ("result", *POOL_KEYS, "cgroup", "mount", "file")
+SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "cgroup": CGROUP_KEYS,
+    "mount": ("free",),
+    "file": ("blocks", "size"),
+}
+"""The keys an expectation may hold per cgroup / mount / file."""
+NULLABLE_KEYS = frozenset({"limit", "rsvd_limit", "free"})
+"""Expectation keys whose value may be null (unlimited limit, mount without size)."""
+UNSIGNED_MAX = (1 << 64) - 1
+"""The largest counter value (an unsigned long): an underflow of n reads as 2^64 - n."""
+SHM_MMAP_ARGS = ("proc", "map", "shm", "writable")
+"""The only arguments an mmap of a shm segment may give (it maps the whole segment)."""
 
+TOP_KEYS = ("format", "name", "pagesize", "pool", "steps")
+"""The top-level keys of format 1; others are extensions kept in `Scenario.extra`."""
+POOL_ARGS = ("pages", "overcommit")
+"""The keys of the top-level ``pool``."""
 PAGESIZES = {"2M": 2 << 20, "1G": 1 << 30}
 
 
@@ -112,4 +153,10 @@ class Scenario:
     pool_pages: int = 0
     pool_overcommit: int = 0
     path: str = "<scenario>"
+    kernel: str | None = None
+    """The kernel line the expect blocks describe (``kernel:``); None: not said."""
+    cgroups: str = "v1"
+    """The hugetlb cgroup interface, ``v1`` or ``v2`` (``cgroups:``)."""
+    memory_accounting: bool = False
+    """cgroup2's ``memory_hugetlb_accounting`` (v2 only, 6.7 and later)."""
     extra: dict[str, Any] = field(default_factory=dict)

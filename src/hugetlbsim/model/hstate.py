@@ -10,7 +10,9 @@ shows it as the kernel does.  This layer knows nothing of mappings or files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from hugetlbsim.model.kernels import Kernel, kernel
 
 __all__ = ["ULONG", "HState", "unsigned"]
 
@@ -33,6 +35,8 @@ class HState:
     surplus_huge_pages: int = 0
     max_huge_pages: int = 0
     nr_overcommit_huge_pages: int = 0
+    kernel: Kernel = field(default_factory=kernel)
+    """The release whose behaviour the flows follow (they ask ``hstate.kernel.has(...)``)."""
 
     @property
     def persistent_huge_pages(self) -> int:

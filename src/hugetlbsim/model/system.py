@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
-from hugetlbsim.model.errors import KernelError, ScenarioMisuse
+from hugetlbsim.model.errors import KernelError, KernelLacks, ScenarioMisuse
 from hugetlbsim.model.fault import hugetlb_fault
 from hugetlbsim.model.fileops import (
     check_fallocate_args,
@@ -25,9 +25,11 @@ from hugetlbsim.model.fileops import (
 )
 from hugetlbsim.model.folio import Folio
 from hugetlbsim.model.hstate import HState
-from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup, PageCounter
 from hugetlbsim.model.inode import Inode, vma_interval_tree_insert
 from hugetlbsim.model.invariants import check_invariants
+from hugetlbsim.model.kernels import Kernel
+from hugetlbsim.model.kernels import kernel as default_kernel
 from hugetlbsim.model.mm import carve, piece
 from hugetlbsim.model.reserve import hugetlb_reserve_pages
 from hugetlbsim.model.resv_map import Policy, ResvMap
@@ -36,9 +38,7 @@ from hugetlbsim.model.subpool import HugepageSubpool
 from hugetlbsim.model.unmap import free_batch, unmap_vmas, zap_pages
 from hugetlbsim.model.vma import VMA, Process, Pte
 
-__all__ = ["KERNEL_VERSION", "SYSTEM_POLICIES", "Mount", "Shm", "System"]
-
-KERNEL_VERSION = "6.18"
+__all__ = ["SYSTEM_POLICIES", "Mount", "Shm", "System"]
 
 SYSTEM_POLICIES: tuple[Policy, ...] = ("6.18", "v7")
 """Region policies a whole system can run: "legacy" predates the per-region cgroup uncharge
@@ -72,14 +72,22 @@ class System:
     """The methods `apply` dispatches to: one per scenario operation, nothing else."""
 
     def __init__(self, pagesize: str = "2M", pool_pages: int = 0, pool_overcommit: int = 0,
-                 policy: Policy = "6.18") -> None:
+                 policy: Policy = "6.18", kernel: Kernel | None = None,
+                 cgroups: str = "v1", memory_accounting: bool = False) -> None:
         if policy not in SYSTEM_POLICIES:
             raise ValueError(f"policy {policy!r} cannot run a whole system: use "
                              f"{' or '.join(SYSTEM_POLICIES)}")
         self.pagesize = pagesize
         self.policy: Policy = policy
-        self.hstate = HState(gigantic=pagesize == "1G")
-        self.root = HugetlbCgroup("root")
+        self.hstate = HState(gigantic=pagesize == "1G", kernel=kernel or default_kernel())
+        self.cgroup_interface = _interface(cgroups, memory_accounting, self.hstate.kernel)
+        """``"v1"`` or ``"v2"``: the hugetlb cgroup files the state shows, and under v2 the
+        no-internal-process rule (the root's own processes live in a hidden leaf)."""
+        self.memory_accounting = memory_accounting
+        """cgroup2's ``memory_hugetlb_accounting``: pages are charged to memory cgroups too."""
+        self.root = HugetlbCgroup("root", v2=cgroups == "v2",
+                                  size_tag="1GB" if pagesize == "1G" else "2MB",
+                                  memory=PageCounter() if memory_accounting else None)
         self.root.nr_tasks = 1
         self.cgroups: dict[str, HugetlbCgroup] = {"root": self.root}
         self.procs: dict[str, Process] = {"init": Process("init", self.root)}
