@@ -250,3 +250,84 @@ def test_record_leaves_the_file_alone_on_errors(install: Install, tmp_path: Path
     assert invoke("record", str(path)).exit_code == status
     assert path.read_text() == text
     assert os.listdir(tmp_path) == ["rec.yaml"]
+
+
+# -- honest exit codes and options that do not apply (issue: hardening) --------------------
+
+def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, toy: Path) -> None:
+    """Ctrl-C is not a failed expectation (1): it is 128 + SIGINT, as a shell reports it."""
+
+    class Interrupted:
+        name = "model"
+
+        def version(self) -> str:
+            return "6.18"
+
+        def open(self, scenario: object) -> None:
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.BACKENDS, "model", lambda policy, line=None: Interrupted())
+    result = invoke("run", str(toy))
+    assert result.exit_code == 130
+    assert result.stderr == "interrupted\n"
+
+
+def test_policy_and_kernel_refused_for_the_kernel_backend(install: Install, toy: Path) -> None:
+    for option, value in (("--policy", "v7"), ("--kernel", "6.1")):
+        result = invoke("run", str(toy), "--backend", "kernel", option, value)
+        assert result.exit_code == 2
+        assert f"{option} applies to the model only, not to --backend kernel" in result.stderr
+    assert install.made == []  # type: ignore[attr-defined]
+
+
+def test_unknown_kernel_line(install: Install, toy: Path) -> None:
+    result = invoke("run", str(toy), "--kernel", "5.10")
+    assert result.exit_code == 2
+    assert "does not follow kernel line 5.10" in result.stderr
+
+
+def test_model_follows_the_kernel_option(install: Install, toy: Path) -> None:
+    invoke("run", str(toy), "--kernel", "6.1.170")
+    assert [(b.name, b.line) for b in install.made] == [  # type: ignore[attr-defined]
+        ("model", "6.1.170")]
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan", "1e400"])
+def test_bad_lock_timeout(monkeypatch: pytest.MonkeyPatch, toy: Path, value: str) -> None:
+    monkeypatch.setenv("HUGETLBSIM_LOCK_TIMEOUT", value)
+    result = invoke("run", str(toy), "--backend", "kernel")
+    assert result.exit_code == 2
+    assert "HUGETLBSIM_LOCK_TIMEOUT" in result.stderr and "Traceback" not in result.output
+
+
+def test_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                 toy: Path) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    result = invoke("plot", str(toy), "-o", "x.png")
+    assert result.exit_code == 3
+    assert "pip install 'hugetlbsim[plot]'" in result.stderr
+
+
+def test_regions_of_a_file_not_in_the_scenario(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("format: 1\nsteps:\n  - mount: {name: hp}\n  - create: {file: hp/f}\n")
+    result = invoke("regions", str(path), "--file", "hp/g")
+    assert result.exit_code == 2
+    assert "no step of" in result.stderr and "'hp/g'" in result.stderr
+    assert invoke("regions", str(path), "--file", "hp/f").exit_code == 0
+
+
+def test_diff_goes_on_after_an_internal_error(install: Install, toy: Path,
+                                              tmp_path: Path) -> None:
+    """One scenario that crashes a backend is reported; the batch goes on."""
+    install("kernel", crash_on=("touch",))
+    other = tmp_path / "other.yaml"
+    other.write_text("format: 1\nsteps:\n  - spawn: {proc: p}\n")
+    result = invoke("diff", str(toy), str(other))
+    assert result.exit_code == 2
+    assert f"{toy}: internal error: RuntimeError" in result.stderr
+    assert result.stdout.splitlines()[-1] == "2 scenarios: 1 same, 0 differ, 1 could not run"
