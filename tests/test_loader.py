@@ -184,6 +184,10 @@ def test_step_errors(steps: tuple[str, ...], line: int, token: str, words: str) 
     ("format: 1\nstep: []\n", "2:1", "unknown top-level key 'step'; did you mean 'steps'?"),
     ("format: 1\nsteps: [\n", "3:1", "; fix the YAML syntax here"),
     ("format: 1\nformat: 1\nsteps: []\n", "2:1", 'found duplicate key "format"'),
+    ("format: 1\npagesize: 1G\npool: {pages: 2, overcommit: 1}\nsteps: []\n", "3:30",
+     "the kernel refuses to overcommit 1G pages (EINVAL); remove 'overcommit'"),
+    ("format: 1\npool: {pages: 18446744073709551616}\nsteps: []\n", "2:15",
+     "pool pages must be an integer from 0 to 2^64 - 1"),
 ])
 def test_document_errors(text: str, where: str, words: str) -> None:
     message = error(text)
@@ -224,9 +228,39 @@ def test_valid_name_lifetimes(steps: tuple[str, ...]) -> None:
     assert len(load_text(scenario(*steps)).steps) == len(steps)
 
 
+@pytest.mark.parametrize("steps", [
+    # rmdir -> EBUSY -> exit -> rmdir: the retry after the busy process exits
+    ("cgroup: {name: a}", "spawn: {proc: p, cgroup: a}", "rmdir: {cgroup: a}", "exit: {proc: p}",
+     "rmdir: {cgroup: a}"),
+    # a cgroup rmdir ended may still be used (the kernel answers ENOENT if it is gone)
+    ("cgroup: {name: a}", "rmdir: {cgroup: a}", "spawn: {proc: p, cgroup: a}",
+     "cgroup: {name: a/b}", "attach: {proc: p, cgroup: a}", "cgroup: {name: a, limit: 2}"),
+    # umount -> EBUSY -> close -> umount, and the files stay nameable meanwhile
+    (*MOUNTED, "umount: {name: hp}", "close: {file: hp/f}", "umount: {name: hp}"),
+    (*MOUNTED, "spawn: {proc: p}", "mmap: {proc: p, map: m, file: hp/f, length: 4}",
+     "umount: {name: hp}", "exit: {proc: p}", "truncate: {file: hp/f, size: 0}",
+     "create: {file: hp/g}", "umount: {name: hp}", "umount: {name: hp}"),
+    # and they may be introduced again
+    (*MOUNTED, "umount: {name: hp}", "create: {file: hp/f}"),
+    (*MOUNTED, "umount: {name: hp}", "mount: {name: hp}", "create: {file: hp/f}"),
+])
+def test_names_ended_by_rmdir_or_umount_stay_nameable(steps: tuple[str, ...]) -> None:
+    assert len(load_text(scenario(*steps)).steps) == len(steps)
+
+
+def test_a_umount_ends_a_file_closed_before_for_good_once_unlinked() -> None:
+    assert "has no open handle" in error(scenario(
+        *MOUNTED, "close: {file: hp/f}", "umount: {name: hp}", "close: {file: hp/f}"))
+
+
 def test_ended_names_cannot_be_used() -> None:
-    assert "(it ended at line 5)" in error(scenario(*MOUNTED, "umount: {name: hp}",
-                                                    "truncate: {file: hp/f, size: 0}"))
+    # a umount leaves the mount's files nameable (it may fail); mounting again ends them
+    assert "file 'hp/f' does not exist here (it ended at line 5)" in error(scenario(
+        *MOUNTED, "umount: {name: hp}", "mount: {name: hp}", "truncate: {file: hp/f, size: 0}"))
+    # a file closed and unlinked after a umount is gone for good
+    assert "(it ended at line 7)" in error(scenario(
+        *MOUNTED, "umount: {name: hp}", "unlink: {file: hp/f}", "close: {file: hp/f}",
+        "truncate: {file: hp/f, size: 0}"))
     assert "map 'm' of proc 'p' does not exist here (it ended at line 5)" in error(scenario(
         *MAPPED, "munmap: {proc: p, map: m}", "touch: {proc: p, map: m, page: 0}"))
     assert "(it ended at line 5)" in error(scenario(
@@ -240,7 +274,7 @@ FULL = """\
 format: 1
 name: shared-file-basics
 pagesize: 1G
-pool: {pages: 8, overcommit: 2}
+pool: {pages: 8, overcommit: 0}
 seed: 1234  # an extension: kept in extra
 steps:
   - mount: {name: hp, size: 8}
@@ -262,7 +296,7 @@ steps:
 def test_valid_scenario_with_defaults_filled() -> None:
     sc = load_text(FULL, "full.yaml")
     assert (sc.name, sc.pagesize, sc.pool_pages, sc.pool_overcommit, sc.path) == (
-        "shared-file-basics", "1G", 8, 2, "full.yaml")
+        "shared-file-basics", "1G", 8, 0, "full.yaml")
     assert sc.extra == {"seed": 1234}
     for step in sc.steps:
         assert list(step.args) == [a.name for a in OPS[step.op]]

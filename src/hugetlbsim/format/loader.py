@@ -1,11 +1,15 @@
 """Scenario files (YAML, format 1) to validated `Scenario` objects, and back.
 
-Every problem is reported as a `ScenarioError` whose message is one line,
-``FILE:LINE:COL: what is wrong; how to fix it``.  Besides types and required arguments, the
-loader follows each name through the scenario (scenario-format.md, "Names are checked before
-anything runs"): a name must be introduced before it is used, must be free when introduced
-again, and a page range must lie inside its mapping as created.
+Every problem is reported as a `ScenarioError` whose message is one line of bounded length,
+``FILE:LINE:COL: what is wrong; how to fix it``, whatever the input: a missing, unreadable or
+non-regular file (a FIFO is never waited on), a file over `MAX_FILE_BYTES`, bad UTF-8, control
+characters, YAML anchors, aliases, tags and merge keys (refused outright: a scenario needs none,
+and refusing them bounds what a file can expand to), nesting deeper than `MAX_DEPTH`, integers
+longer than `MAX_INT_CHARS` or above 2^64 - 1 (no kernel interface takes a wider value).  Values
+shown in messages are cut to `MAX_SHOWN` characters.
 
+Besides types and required arguments, the loader follows each name through the scenario with
+`hugetlbsim.format.names` (scenario-format.md, "Names are checked before anything runs").
 Top-level keys other than format/name/pagesize/pool/steps are extensions and are kept in
 `Scenario.extra`, except near-misses of a known key, which are reported as typos.
 """
@@ -13,77 +17,129 @@ Top-level keys other than format/name/pagesize/pool/steps are extensions and are
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Any, NoReturn
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.composer import Composer
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    MappingStartEvent,
+    NodeEvent,
+    SequenceStartEvent,
+)
+from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarbool import ScalarBoolean
+from ruamel.yaml.scanner import RoundTripScanner
 
+from hugetlbsim.format.names import NAME_PATTERNS, Names
 from hugetlbsim.format.scenario import (
-    CGROUP_KEYS,
+    ADVICE,
     EXPECT_KEYS,
+    NULLABLE_KEYS,
     OPS,
     PAGESIZES,
+    POOL_ARGS,
     POOL_KEYS,
     RESULTS,
+    SECTION_KEYS,
+    TOP_KEYS,
+    UNSIGNED_MAX,
     Arg,
     ArgKind,
     Scenario,
     Step,
 )
 
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_INT_CHARS",
+    "MAX_MESSAGE",
+    "MAX_NODES",
+    "MAX_SHOWN",
+    "SECTION_KEYS",
+    "UNSIGNED_MAX",
+    "ScenarioError",
+    "dump_scenario",
+    "expect_node",
+    "flow_map",
+    "given_args",
+    "load",
+    "load_text",
+    "plain",
+    "short_op",
+    "yaml_rt",
+]
+# SECTION_KEYS and UNSIGNED_MAX are defined in hugetlbsim.format.scenario; they stay importable
+# from here for the modules that still take them from the loader.
+
+MAX_FILE_BYTES = 8 << 20
+"""The largest scenario file read (scenarios are a few kilobytes; 8 MB is far beyond any)."""
+MAX_DEPTH = 32
+"""The deepest nesting of YAML collections (a scenario needs 6)."""
+MAX_NODES = 100_000
+"""The most YAML values in a file (a recorded step with its expectations takes about 20): the
+parser takes some 20 microseconds a value, so this bounds a file's loading time."""
+MAX_INT_CHARS = 100
+"""The longest integer literal (2^64 - 1 takes 20 digits, 66 characters in binary)."""
+MAX_SHOWN = 60
+"""Characters of a value shown in a message."""
+MAX_MESSAGE = 400
+"""Characters of ``what; fix`` in a message (the FILE part is cut separately)."""
+
 Pos = tuple[int, int]
 """0-based (line, column) of a YAML node, as ruamel reports it."""
 PosOf = Callable[[str], Pos]
 """Where a step's argument is written (the operation key for an argument left out)."""
 
-TOP_KEYS = ("format", "name", "pagesize", "pool", "steps")
-POOL_ARGS = ("pages", "overcommit")
-SECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "cgroup": CGROUP_KEYS,
-    "mount": ("free",),
-    "file": ("blocks", "size"),
-}
-"""The keys an expectation may hold per cgroup / mount / file."""
-NULLABLE_KEYS = frozenset({"limit", "rsvd_limit", "free"})
-"""Expectation keys whose value may be null (unlimited limit, mount without size)."""
-UNSIGNED_MAX = (1 << 64) - 1
-SHM_MMAP_ARGS = ("proc", "map", "shm", "writable")
-
-_NAME = r"[A-Za-z0-9_-]+"
-_PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
-    "name": (re.compile(_NAME), "letters, digits, _ and -"),
-    "cgroup": (re.compile(rf"{_NAME}(?:/{_NAME})*"), "such names joined by /"),
-    "file": (re.compile(rf"{_NAME}/{_NAME}|memfd:{_NAME}"), "MOUNT/NAME or memfd:NAME"),
-    "memfd": (re.compile(rf"memfd:{_NAME}"), "memfd:NAME"),
-}
-_VALUE_KINDS = frozenset({"int", "bool", "limit", "advice"})
-_ADVICE = ("dontneed", "remove")
 _EXAMPLE: dict[str, str] = {
     "int": "4", "bool": "true", "limit": "4 or max", "advice": "dontneed", "proc": "p1",
     "map": "m", "file": "hp/f", "memfd": "memfd:f", "shm": "s", "cgroup": "a", "mount": "hp",
     "name": "hp",
 }
-_KEY_KIND = {"memfd": "file"}
-"""Both kinds of file share one namespace of live names."""
-_ENDED_BY: dict[str, str] = {
-    "proc": "exit", "map": "a munmap of the whole mapping", "file": "unlink and close",
-    "shm": "shmrm", "cgroup": "rmdir", "mount": "umount",
-}
+_NON_PRINTABLE = re.compile(
+    "[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
+"""The characters YAML does not allow in a stream (ruamel's reader refuses them)."""
+_TAG = "tag:yaml.org,2002:"
+_PLAIN_TAGS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null", "seq", "map"))
+"""The node tags a scenario is made of; a timestamp-like scalar is read as text."""
+
+
+def _shown(value: Any) -> str:
+    """``repr`` of a value (plain Python), cut to `MAX_SHOWN` characters."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
+
+
+def _one_line(text: str) -> str:
+    """Text with every non-printable character escaped, so a message stays on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ScenarioError(ValueError):
-    """A scenario that cannot run; ``str()`` is ``FILE:LINE:COL: what is wrong; how to fix it``."""
+    """A scenario that cannot run; ``str()`` is ``FILE:LINE:COL: what is wrong; how to fix it``,
+    on one line of bounded length."""
 
     def __init__(self, path: str, line: int, col: int, message: str) -> None:
-        super().__init__(f"{path}:{line}:{col}: {message}")
+        shown_path = _one_line(path)
+        if len(shown_path) > 100:
+            shown_path = "..." + shown_path[-97:]
+        message = _one_line(message)
+        if len(message) > MAX_MESSAGE:
+            what, sep, fix = message.rpartition("; ")
+            fix = fix[:MAX_MESSAGE // 2]
+            what = what[:MAX_MESSAGE - len(fix) - 5] + "..."
+            message = what + sep + fix
+        super().__init__(f"{shown_path}:{line}:{col}: {message}")
         self.path = path
         self.line = line
         self.col = col
@@ -91,28 +147,167 @@ class ScenarioError(ValueError):
 
 def load(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
+    return load_text(_read(str(path)), str(path))
+
+
+def _read(path: str) -> str:
+    """The file's text; a directory, FIFO, device or socket is refused before it is opened,
+    and the file is opened non-blocking, so nothing here waits on a writer."""
+
+    def fail(message: str, line: int = 1, col: int = 1) -> NoReturn:
+        raise ScenarioError(path, line, col, message)
+
+    def not_regular(mode: int) -> NoReturn:
+        if stat.S_ISDIR(mode):
+            fail(f"{path} is a directory; give a scenario file (.yaml)")
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+        fail(f"{path} is {kind}, not a regular file; give a scenario file (.yaml)")
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        message = f"cannot read the file ({exc}); check the path"
-        raise ScenarioError(str(path), 1, 1, message) from None
-    return load_text(text, str(path))
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            not_regular(mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        fail(f"cannot read the file ({exc.strerror or exc}); check the path")
+    try:
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):  # replaced since the stat above
+                not_regular(info.st_mode)
+            if info.st_size > MAX_FILE_BYTES:
+                fail(_too_big(info.st_size))
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        fail(f"cannot read the file ({exc.strerror or exc}); check the path")
+    if len(data) > MAX_FILE_BYTES:
+        fail(_too_big(len(data)))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _line_col(data[:exc.start].decode("utf-8", "replace"), len(
+            data[:exc.start].decode("utf-8", "replace")))
+        fail(f"the file is not valid UTF-8 (byte 0x{data[exc.start]:02x}); save it as UTF-8",
+             line, col)
+
+
+def _too_big(size: int) -> str:
+    return (f"the file has {size} bytes, more than the {MAX_FILE_BYTES >> 20} MB a scenario may "
+            "have; split it or check that this is a scenario")
+
+
+def _line_col(text: str, index: int) -> Pos:
+    """1-based (line, column) of ``text[index]``."""
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
 
 
 def load_text(text: str, path: str = "<scenario>") -> Scenario:
     """Validate scenario YAML given as text; ``path`` names it in error messages."""
+    if len(text) > MAX_FILE_BYTES:
+        raise ScenarioError(path, 1, 1, _too_big(len(text.encode("utf-8", "replace"))))
+    bad = _NON_PRINTABLE.search(text)
+    if bad is not None:
+        char = bad.group()
+        name = {"\0": " (NUL)", "\x1b": " (ESC)", "\x7f": " (DEL)"}.get(char, "")
+        what = ("a control character" if ord(char) < 0xA0 or char == "\x7f"
+                else "a character YAML does not allow")
+        raise ScenarioError(path, *_line_col(text, bad.start()),
+                            f"{what}, U+{ord(char):04X}{name}; remove it (a scenario holds "
+                            "printable text, tabs and newlines)")
     return _Loader(path).scenario(_parse(text, path))
+
+
+class _Refused(Exception):
+    """YAML the scenario format does not take, found while composing."""
+
+    def __init__(self, mark: Any, message: str) -> None:
+        super().__init__(message)
+        self.pos: Pos = (mark.line, mark.column) if mark is not None else (0, 0)
+        self.message = message
+
+
+def _too_deep(mark: Any) -> _Refused:
+    return _Refused(mark, f"the YAML nests deeper than {MAX_DEPTH} levels; a scenario needs at "
+                    "most 6, flatten it")
+
+
+class _ScenarioScanner(RoundTripScanner):
+    """ruamel's scanner, refusing flow collections (``[``, ``{``) nested deeper than
+    `MAX_DEPTH` as it meets them (it scans ahead through open brackets, each costing a walk
+    over the levels before it)."""
+
+    def fetch_flow_collection_start(self, TokenClass: Any, to_push: Any) -> None:
+        if len(self.flow_context) >= MAX_DEPTH:
+            raise _too_deep(self.reader.get_mark())
+        super().fetch_flow_collection_start(TokenClass, to_push)
+
+
+class _ScenarioComposer(Composer):
+    """ruamel's composer, refusing anchors, aliases, tags, merge keys, deep nesting, too many
+    values and overlong integers before anything is built from them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        nodes = getattr(self, "_scenario_nodes", 0) + 1
+        if nodes > MAX_NODES:
+            raise _Refused(event.start_mark, f"the YAML holds more than {MAX_NODES} values; "
+                           "split the scenario (or check that this is a scenario)")
+        self._scenario_nodes = nodes
+        if isinstance(event, AliasEvent) or (isinstance(event, NodeEvent)
+                                             and event.anchor is not None):
+            raise _Refused(event.start_mark, "YAML anchors and aliases (&name, *name) are not "
+                           "part of the scenario format; write the value out in full")
+        ctag = getattr(event, "ctag", None)
+        if ctag is not None and str(ctag) != "!":
+            raise _Refused(event.start_mark, f"YAML tags ({_shown(str(ctag))}) are not part "
+                           "of the scenario format; remove the tag")
+        if isinstance(event, MappingStartEvent | SequenceStartEvent):
+            depth = getattr(self, "_scenario_depth", 0)
+            if depth >= MAX_DEPTH:
+                raise _too_deep(event.start_mark)
+            self._scenario_depth = depth + 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._scenario_depth = depth
+        return super().compose_node(parent, index)
+
+    def compose_scalar_node(self, anchor: Any) -> Any:
+        node = super().compose_scalar_node(anchor)
+        tag = str(node.tag)
+        if tag == _TAG + "merge":
+            raise _Refused(node.start_mark, "YAML merge keys (<<) are not part of the scenario "
+                           "format; write the keys out in full")
+        if tag == _TAG + "int" and len(node.value) > MAX_INT_CHARS:
+            raise _Refused(node.start_mark, f"an integer of {len(node.value)} characters is "
+                           f"beyond any counter (at most 2^64 - 1 = {UNSIGNED_MAX}); "
+                           "write a smaller number")
+        if tag not in _PLAIN_TAGS:
+            return ScalarNode(_TAG + "str", node.value, node.start_mark, node.end_mark,
+                              style=node.style, comment=node.comment)
+        return node
 
 
 def _parse(text: str, path: str) -> Any:
     """Round-trip parse (positions and comments kept), YAML errors as `ScenarioError`."""
+    yaml = yaml_rt()
+    yaml.Scanner = _ScenarioScanner
+    yaml.Composer = _ScenarioComposer
     try:
-        return yaml_rt().load(text)
+        return yaml.load(text)
+    except _Refused as exc:
+        raise ScenarioError(path, exc.pos[0] + 1, exc.pos[1] + 1, exc.message) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         raise ScenarioError(path, line, col, f"{problem}; fix the YAML syntax here") from None
+    except (YAMLError, ValueError, TypeError, RecursionError) as exc:
+        # not expected after the checks above; a safety net so that no input is an internal error
+        raise ScenarioError(path, 1, 1, f"the YAML cannot be read ({type(exc).__name__}: "
+                            f"{exc}); fix the YAML syntax") from None
 
 
 class _Representer(RoundTripRepresenter):
@@ -184,7 +379,7 @@ def expect_node(expect: Mapping[str, Any]) -> CommentedMap:
 def plain(node: Any) -> Any:
     """ruamel's round-trip nodes as plain dicts, lists, bools, ints, floats and strs."""
     if isinstance(node, Mapping):
-        return {plain(k): plain(v) for k, v in node.items()}
+        return {_plain_key(k): plain(v) for k, v in node.items()}
     if isinstance(node, list):
         return [plain(v) for v in node]
     if isinstance(node, ScalarBoolean | bool):
@@ -195,32 +390,22 @@ def plain(node: Any) -> Any:
     return node
 
 
+def _plain_key(key: Any) -> Any:
+    """A mapping key as plain Python; a complex key (``? [a, b]``) as its text."""
+    value = plain(key)
+    return str(value) if isinstance(value, list | dict) else value
+
+
 def _suggest(word: object, choices: Iterable[str]) -> str:
     """``did you mean 'x'?`` for the closest choice, else the list of choices."""
     choices = list(choices)
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(word)[:MAX_SHOWN], choices, n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(choices)}"
+
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool | ScalarBoolean)
-
-
-@dataclass
-class _Live:
-    """A live name: where it was introduced, plus what later checks need."""
-
-    line: int
-    length: int = 0
-    """Pages of a mapping as created, or of a shm segment."""
-    open: bool = True
-    """A file: the scenario still holds its handle."""
-    linked: bool = True
-    """A file: its path still exists (never, for a memfd)."""
-
-
-Key = tuple[str, str]
-"""(kind, name) of a live name; a map's name is ``PROC:MAP``, files of both kinds are "file"."""
 
 
 class _Loader:
@@ -228,8 +413,7 @@ class _Loader:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.live: dict[Key, _Live] = {("proc", "init"): _Live(0), ("cgroup", "root"): _Live(0)}
-        self.ended: dict[Key, int] = {}
+        self.names = Names()
 
     def fail(self, pos: Pos, message: str) -> NoReturn:
         raise ScenarioError(self.path, pos[0] + 1, pos[1] + 1, message)
@@ -244,20 +428,24 @@ class _Loader:
         extra: dict[str, Any] = {}
         for key in doc:
             if key not in TOP_KEYS:
-                if difflib.get_close_matches(str(key), TOP_KEYS, n=1, cutoff=0.75):
-                    self.fail(doc.lc.key(key), f"unknown top-level key {key!r}; "
+                if difflib.get_close_matches(str(key)[:MAX_SHOWN], TOP_KEYS, n=1, cutoff=0.75):
+                    self.fail(doc.lc.key(key), f"unknown top-level key {_shown(plain(key))}; "
                               + _suggest(key, TOP_KEYS))
                 extra[str(key)] = plain(doc[key])
         if "format" not in doc:
             self.fail((0, 0), "missing 'format'; add 'format: 1' at the top")
         if doc["format"] != 1 or not _is_int(doc["format"]):
-            self.fail(doc.lc.value("format"),
-                      f"unsupported format {doc['format']!r}; this version reads 'format: 1'")
+            self.fail(doc.lc.value("format"), f"unsupported format {_shown(plain(doc['format']))}"
+                      "; this version reads 'format: 1'")
         pagesize = doc.get("pagesize", "2M")
         if not isinstance(pagesize, str) or pagesize not in PAGESIZES:
-            self.fail(doc.lc.value("pagesize"),
-                      f"unsupported pagesize {pagesize!r}; use one of {', '.join(PAGESIZES)}")
+            self.fail(doc.lc.value("pagesize"), f"unsupported pagesize {_shown(plain(pagesize))}; "
+                      f"use one of {', '.join(PAGESIZES)}")
         pool = self.pool(doc)
+        if pagesize == "1G" and pool["overcommit"]:
+            self.fail(doc["pool"].lc.value("overcommit"), "the kernel refuses to overcommit 1G "
+                      "pages (EINVAL); remove 'overcommit' here (a 'pool' step shows the "
+                      "kernel's answer)")
         if "steps" not in doc:
             self.fail((0, 0), "missing 'steps'; add a 'steps:' list of operations")
         steps = doc["steps"]
@@ -293,10 +481,11 @@ class _Loader:
                       "'pool: {pages: 8, overcommit: 0}'")
         for key, value in pool.items():
             if key not in POOL_ARGS:
-                self.fail(pool.lc.key(key), f"unknown pool key {key!r}; {_suggest(key, POOL_ARGS)}")
-            if not _is_int(value) or value < 0:
-                self.fail(pool.lc.value(key), f"pool {key} must be an integer >= 0, not {value!r}; "
-                          f"write e.g. '{key}: 8'")
+                self.fail(pool.lc.key(key), f"unknown pool key {_shown(plain(key))}; "
+                          + _suggest(key, POOL_ARGS))
+            if not _is_int(value) or not 0 <= value <= UNSIGNED_MAX:
+                self.fail(pool.lc.value(key), f"pool {key} must be an integer from 0 to 2^64 - 1, "
+                          f"not {_shown(plain(value))}; write e.g. '{key}: 8'")
         return {k: int(pool.get(k, 0)) for k in POOL_ARGS}
 
     # -- one step ---------------------------------------------------------------------------
@@ -312,12 +501,12 @@ class _Loader:
             if key == "expect":
                 continue
             if key not in OPS:
-                self.fail(item.lc.key(key), f"unknown operation {key!r}; "
+                self.fail(item.lc.key(key), f"unknown operation {_shown(plain(key))}; "
                           + _suggest(key, [*OPS, "expect"]))
             ops.append(key)
             if len(ops) == 2:
-                self.fail(item.lc.key(key), f"two operations in one step ({ops[0]!r} and {key!r}); "
-                          f"start a new step ('- ') for {key!r}")
+                self.fail(item.lc.key(key), f"two operations in one step ({ops[0]!r} and "
+                          f"{key!r}); start a new step ('- ') for {key!r}")
         if not ops:
             self.fail(pos, f"the step has no operation; add one of {', '.join(OPS)}")
         op = ops[0]
@@ -336,9 +525,13 @@ class _Loader:
             return line, col
 
         args = self.arguments(op, node, op_pos)
-        self.names(op, args, set(node), pos_of, pos[0] + 1)
+        line = pos[0] + 1
+        problem = self.names.check(op, args, set(node))
+        if problem is not None:
+            self.fail(pos_of(problem.arg), problem.message)
+        self.names.apply(op, args, line)
         expect = self.expect(item) if "expect" in item else None
-        return Step(index=index, op=op, args=args, expect=expect, line=pos[0] + 1)
+        return Step(index=index, op=op, args=args, expect=expect, line=line)
 
     def example(self, op: str) -> str:
         return ", ".join(f"{a.name}: {_EXAMPLE[a.kind]}" for a in OPS[op] if a.required)
@@ -347,7 +540,7 @@ class _Loader:
         spec = {a.name: a for a in OPS[op]}
         for key in node:
             if key not in spec:
-                self.fail(node.lc.key(key), f"unknown argument {key!r} of {op}; "
+                self.fail(node.lc.key(key), f"unknown argument {_shown(plain(key))} of {op}; "
                           + _suggest(key, spec))
         args = {a.name: a.default for a in spec.values()}
         for arg in spec.values():
@@ -362,239 +555,42 @@ class _Loader:
         """Check one argument's type, returning it as a plain Python value."""
         what = f"{op} argument {arg.name!r}"
         kind: ArgKind = arg.kind
+        shown = _shown(plain(value))
         if kind == "int":
             if _is_int(value) and value >= 0:
+                if value > UNSIGNED_MAX:
+                    self.fail(pos, f"{what} is {value}, beyond 2^64 - 1, which no system call "
+                              f"takes; write a number of huge pages below 2^64")
                 return int(value)
-            self.fail(pos, f"{what} must be an integer >= 0 (huge pages), not {value!r}; "
+            self.fail(pos, f"{what} must be an integer >= 0 (huge pages), not {shown}; "
                       f"write e.g. '{arg.name}: 4'")
         if kind == "bool":
             if isinstance(value, bool | ScalarBoolean):
                 return bool(value)
-            self.fail(pos, f"{what} must be true or false, not {value!r}; write "
+            self.fail(pos, f"{what} must be true or false, not {shown}; write "
                       f"'{arg.name}: true' or '{arg.name}: false'")
         if kind == "limit":
-            if (_is_int(value) and value >= 0) or value == "max":
+            if (_is_int(value) and 0 <= value <= UNSIGNED_MAX) or value == "max":
                 return plain(value)
-            self.fail(pos, f"{what} must be a number of huge pages or max, not {value!r}; "
+            self.fail(pos, f"{what} must be a number of huge pages or max, not {shown}; "
                       f"write e.g. '{arg.name}: 4' or '{arg.name}: max'")
         if kind == "advice":
-            if value in _ADVICE:
+            if value in ADVICE:
                 return str(value)
-            self.fail(pos, f"{what} must be dontneed or remove, not {value!r}; "
+            self.fail(pos, f"{what} must be dontneed or remove, not {shown}; "
                       f"write '{arg.name}: dontneed' or '{arg.name}: remove'")
         return self.name(what, kind, value, pos)
 
     def name(self, what: str, kind: str, value: Any, pos: Pos) -> str:
-        pattern, spelled = _PATTERNS.get(kind, _PATTERNS["name"])
+        pattern, spelled = NAME_PATTERNS.get(kind, NAME_PATTERNS["name"])
+        shown = _shown(plain(value))
         if isinstance(value, str):
             if pattern.fullmatch(value):
                 return str(value)
             fix = f"write e.g. {_EXAMPLE[kind]!r}"
         else:
-            fix = f"quote it ('{plain(value)}') if it is meant as a name"
-        self.fail(pos, f"{what} must be a name ({spelled}), not {plain(value)!r}; {fix}")
-
-    # -- names ------------------------------------------------------------------------------
-
-    def names(self, op: str, args: dict[str, Any], given: set[str], pos_of: PosOf,
-              line: int) -> None:
-        """Follow the step's names: uses must be live, introductions free; then apply it."""
-        for arg in OPS[op]:
-            value = args[arg.name]
-            if value is None or arg.kind in _VALUE_KINDS or (op == "cgroup" and arg.introduces):
-                continue
-            key = self.key(arg.kind, value, args)
-            if arg.introduces:
-                self.need_free(key, pos_of(arg.name))
-            else:
-                self.need(key, pos_of(arg.name))
-        effect = getattr(self, f"op_{op}", None)
-        if effect is not None:
-            effect(args, given, pos_of, line)
-
-    @staticmethod
-    def key(kind: str, name: str, args: Mapping[str, Any]) -> Key:
-        if kind == "map":
-            return ("map", f"{args['proc']}:{name}")
-        return (_KEY_KIND.get(kind, kind), name)
-
-    @staticmethod
-    def label(key: Key) -> str:
-        kind, name = key
-        if kind == "map":
-            proc, _sep, name = name.partition(":")
-            return f"map {name!r} of proc {proc!r}"
-        return f"{kind} {name!r}"
-
-    @staticmethod
-    def introducers(kind: str) -> str:
-        return " or ".join(op for op, spec in OPS.items()
-                           for a in spec if a.introduces and _KEY_KIND.get(a.kind, a.kind) == kind)
-
-    def need(self, key: Key, pos: Pos, fix: str = "") -> _Live:
-        if key in self.live:
-            return self.live[key]
-        ended = f" (it ended at line {self.ended[key]})" if key in self.ended else ""
-        fix = fix or f"introduce it first with a {self.introducers(key[0])} step"
-        self.fail(pos, f"{self.label(key)} does not exist here{ended}; {fix}")
-
-    def need_free(self, key: Key, pos: Pos) -> None:
-        held = self.live.get(key)
-        if held is None:
-            return
-        if key[0] == "file" and not held.linked:
-            self.fail(pos, f"the scenario still holds the handle of the unlinked file {key[1]!r}; "
-                      "close it before creating the path again")
-        self.fail(pos, f"{self.label(key)} is already live (from line {held.line}); choose another "
-                  f"name or end it first with {_ENDED_BY[key[0]]}")
-
-    def end(self, key: Key, line: int) -> None:
-        del self.live[key]
-        self.ended[key] = line
-
-    def introduce(self, key: Key, line: int, **details: Any) -> None:
-        self.live[key] = _Live(line, **details)
-        self.ended.pop(key, None)
-
-    def op_mount(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        self.introduce(("mount", args["name"]), line)
-
-    def op_umount(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        mount = args["name"]
-        for key in [k for k in self.live if k[0] == "file" and k[1].startswith(f"{mount}/")]:
-            self.end(key, line)
-        self.end(("mount", mount), line)
-
-    def op_cgroup(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        name = args["name"]
-        if name == "root":
-            for limit in ("limit", "rsvd_limit"):
-                if args[limit] is not None:
-                    self.fail(pos_of(limit), "the root cgroup takes no limits; set them on a child "
-                              "cgroup, e.g. 'cgroup: {name: a, limit: 4}'")
-            return
-        if ("cgroup", name) in self.live:
-            return
-        parent = name.rpartition("/")[0]
-        if parent.split("/")[0] == "root":
-            self.fail(pos_of("name"), f"cgroup names are relative to root; write "
-                      f"{name.partition('/')[2]!r} instead of {name!r}")
-        if parent:
-            self.need(("cgroup", parent), pos_of("name"),
-                      f"create the parent first with 'cgroup: {{name: {parent}}}'")
-        self.introduce(("cgroup", name), line)
-
-    def op_rmdir(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        if args["cgroup"] == "root":
-            self.fail(pos_of("cgroup"), "the root cgroup cannot be removed; remove this step")
-        self.end(("cgroup", args["cgroup"]), line)
-
-    def op_spawn(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        self.introduce(("proc", args["proc"]), line)
-
-    def op_fork(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        prefix = f"{args['proc']}:"
-        self.introduce(("proc", args["child"]), line)
-        for (kind, name), live in list(self.live.items()):
-            if kind == "map" and name.startswith(prefix):
-                self.introduce(("map", f"{args['child']}:{name.removeprefix(prefix)}"), line,
-                               length=live.length)
-
-    def op_exit(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        proc = args["proc"]
-        for key in [k for k in self.live if k[0] == "map" and k[1].startswith(f"{proc}:")]:
-            self.end(key, line)
-        self.end(("proc", proc), line)
-
-    def op_create(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        path = args["file"]
-        if path.startswith("memfd:"):
-            self.fail(pos_of("file"), f"create makes hugetlbfs files (MOUNT/NAME); use "
-                      f"'memfd: {{file: {path}}}' for {path!r}")
-        mount = path.partition("/")[0]
-        self.need(("mount", mount), pos_of("file"),
-                  f"mount it first with 'mount: {{name: {mount}}}'")
-        self.introduce(("file", path), line)
-
-    def op_memfd(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        self.introduce(("file", args["file"]), line, linked=False)
-
-    def op_close(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        key = ("file", args["file"])
-        live = self.live[key]
-        if not live.open:
-            self.fail(pos_of("file"), f"file {key[1]!r} has no open handle (the scenario closed "
-                      "it before); remove this step")
-        live.open = False
-        if not live.linked:
-            self.end(key, line)
-
-    def op_unlink(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        key = ("file", args["file"])
-        live = self.live[key]
-        if key[1].startswith("memfd:"):
-            self.fail(pos_of("file"), f"{key[1]!r} is a memfd and has no path to unlink; "
-                      "close it instead")
-        if not live.linked:
-            self.fail(pos_of("file"), f"file {key[1]!r} is already unlinked; remove this step")
-        live.linked = False
-        if not live.open:
-            self.end(key, line)
-
-    def op_shmget(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        self.introduce(("shm", args["shm"]), line, length=args["size"])
-
-    def op_shmrm(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        self.end(("shm", args["shm"]), line)
-
-    def op_mmap(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        sources = [k for k in ("file", "shm", "anon") if args[k] not in (None, False)]
-        if len(sources) != 1:
-            pos = pos_of(sources[1]) if sources else pos_of("map")
-            self.fail(pos, "mmap needs exactly one of file, shm or 'anon: true'; "
-                      + (f"keep only one of {', '.join(sources)}" if sources else "add one"))
-        if sources == ["shm"]:
-            for key in given:
-                if key not in SHM_MMAP_ARGS:
-                    self.fail(pos_of(key), f"mmap of a shm segment takes only "
-                              f"{', '.join(SHM_MMAP_ARGS)} (it maps the whole segment); "
-                              f"remove {key!r}")
-            length = self.live[("shm", args["shm"])].length
-        elif args["length"] is None:
-            self.fail(pos_of("map"), "mmap of a file or anon mapping is missing argument 'length'; "
-                      "add 'length: 4'")
-        else:
-            length = args["length"]
-        self.introduce(self.key("map", args["map"], args), line, length=length)
-
-    def op_munmap(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        key = self.key("map", args["map"], args)
-        if self.span(key, args, ("offset", "length"), given, pos_of) == (0, self.live[key].length):
-            self.end(key, line)
-
-    def op_mprotect(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        self.span(self.key("map", args["map"], args), args, ("offset", "length"), given, pos_of)
-
-    def op_touch(self, args: dict[str, Any], given: set[str], pos_of: PosOf, line: int) -> None:
-        self.span(self.key("map", args["map"], args), args, ("page", "count"), given, pos_of)
-
-    op_madvise = op_touch
-
-    def span(self, key: Key, args: Mapping[str, Any], names: tuple[str, str], given: set[str],
-             pos_of: PosOf) -> tuple[int, int]:
-        """Check the step's pages ``[start, end)`` (no count: to the end) lie in the mapping;
-        ``names`` are the arguments holding start and count."""
-        live = self.live[key]
-        start: int = args[names[0]]
-        count: int | None = args[names[1]]
-        end = max(start, live.length) if count is None else start + count
-        if end > live.length:
-            blamed = names[1] if names[1] in given and start <= live.length else names[0]
-            self.fail(pos_of(blamed),
-                      f"pages [{start}, {end}) are outside {self.label(key)}, which has pages "
-                      f"[0, {live.length}) as created at line {live.line}; keep the range "
-                      f"within [0, {live.length})")
-        return start, end
+            fix = f"quote it ('{shown.strip(chr(39))}') if it is meant as a name"
+        self.fail(pos, f"{what} must be a name ({spelled}), not {shown}; {fix}")
 
     # -- expectations -----------------------------------------------------------------------
 
@@ -606,12 +602,12 @@ class _Loader:
         for key, value in node.items():
             pos = node.lc.value(key)
             if key not in EXPECT_KEYS:
-                self.fail(node.lc.key(key), f"unknown expectation {key!r}; "
+                self.fail(node.lc.key(key), f"unknown expectation {_shown(plain(key))}; "
                           + _suggest(key, EXPECT_KEYS))
             if key == "result":
                 if value not in RESULTS:
-                    self.fail(pos, f"expected result {value!r} is not a result; use one of "
-                              f"{', '.join(RESULTS)}")
+                    self.fail(pos, f"expected result {_shown(plain(value))} is not a result; "
+                              f"use one of {', '.join(RESULTS)}")
             elif key in POOL_KEYS:
                 self.count(key, value, pos)
             else:
@@ -628,12 +624,12 @@ class _Loader:
         for name, counters in node.items():
             self.name(f"expect {section}", kind, name, node.lc.key(name))
             if not isinstance(counters, CommentedMap):
-                self.fail(node.lc.value(name), f"expect {section} {name!r} must be a mapping of "
-                          f"counters; write e.g. {example}")
+                self.fail(node.lc.value(name), f"expect {section} {_shown(plain(name))} must be "
+                          f"a mapping of counters; write e.g. {example}")
             for key, value in counters.items():
                 if key not in allowed:
-                    self.fail(counters.lc.key(key), f"unknown {section} expectation {key!r}; "
-                              + _suggest(key, allowed))
+                    self.fail(counters.lc.key(key), f"unknown {section} expectation "
+                              f"{_shown(plain(key))}; " + _suggest(key, allowed))
                 if key in NULLABLE_KEYS and value is None:
                     continue
                 if key in ("limit", "rsvd_limit") and value == "max":
@@ -644,7 +640,8 @@ class _Loader:
         if not _is_int(value) or not 0 <= value <= UNSIGNED_MAX:
             extra = ", max or null" if key in ("limit", "rsvd_limit") else (
                 " or null" if key in NULLABLE_KEYS else "")
-            self.fail(pos, f"expected {key} must be an unsigned integer{extra}, not {value!r}; "
+            self.fail(pos, f"expected {key} must be an unsigned integer{extra}, not "
+                      f"{_shown(plain(value))}; "
                       f"write e.g. '{key}: 0' (an underflow reads as 2^64 - n)")
 
 

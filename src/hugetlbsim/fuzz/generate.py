@@ -23,6 +23,8 @@ from typing import Any
 from hugetlbsim.format.scenario import Scenario, Step
 from hugetlbsim.fuzz.world import World, full_args
 
+__all__ = ["GenOptions", "generate"]
+
 
 @dataclass(frozen=True)
 class GenOptions:
