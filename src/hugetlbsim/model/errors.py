@@ -5,7 +5,7 @@ The flows raise `KernelError` where the kernel returns an errno or raises SIGBUS
 sentence saying which check refused, with its numbers, as the explanation.
 """
 
-__all__ = ["KernelError", "ScenarioMisuse"]
+__all__ = ["KernelError", "KernelLacks", "ScenarioMisuse"]
 
 
 class KernelError(Exception):
@@ -19,3 +19,8 @@ class KernelError(Exception):
 
 class ScenarioMisuse(Exception):
     """The model's API was called wrongly (unknown process, mapping...): a caller bug."""
+
+
+class KernelLacks(Exception):
+    """The kernel line the model follows has no such feature, so the kernel would refuse the
+    scenario's setup (``memory_accounting`` before 6.7): the scenario cannot run on it."""

@@ -79,6 +79,12 @@ def alloc_hugetlb_folio(vma: VMA, index: int, cow_from_owner: bool,
             vma_end_reservation(vma, index)
         raise
     folio = Folio(h, spool, cgroup, cgroup if map_chg != MapChg.REUSE else None)
+    if cgroup.memory is not None:
+        # mem_cgroup_charge_hugetlb (6.7+, memory_hugetlb_accounting): the allocating task's
+        # memory cgroup, the same directory on the unified hierarchy.  Scenarios set no memory
+        # limit, so the charge cannot fail.
+        cgroup.memory.try_charge(1)
+        folio.memcg = cgroup
     if not gbl_chg:
         folio.restore_reserve = True
         h.resv_huge_pages -= 1

@@ -28,6 +28,9 @@ class Folio:
     cgroup_rsvd: HugetlbCgroup | None
     """Reservation charge owner, only for allocations that used no per-mapping reservation."""
     restore_reserve: bool = False
+    memcg: HugetlbCgroup | None = None
+    """The memory controller's charge (``memory_hugetlb_accounting``): it stays with the
+    charging cgroup, removed or not, until the page is freed."""
     anon: bool = False
     in_page_cache: bool = False
     mapcount: int = 0
@@ -51,6 +54,8 @@ def free_huge_folio(folio: Folio) -> None:
     folio.cgroup.fault.uncharge(1)
     if folio.cgroup_rsvd is not None:
         folio.cgroup_rsvd.rsvd.uncharge(1)
+    if folio.memcg is not None and folio.memcg.memory is not None:
+        folio.memcg.memory.uncharge(1)  # mem_cgroup_uncharge
     if restore:
         h.resv_huge_pages += 1
     h.enqueue_freed_page()

@@ -1,10 +1,14 @@
-"""hugetlb cgroups, cgroup v1 meaning (mm/hugetlb_cgroup.c, mm/page_counter.c).
+"""hugetlb cgroups (mm/hugetlb_cgroup.c, mm/page_counter.c), one set of counters for both
+interfaces.
 
 Every cgroup has two hierarchical `PageCounter`s per page size: the fault counter
 (`hugepage[idx]`: pages allocated) and the reservation counter (`rsvd_hugepage[idx]`:
 reservations plus allocations made without one).  A charge walks from the cgroup to the root
 and fails at the first level whose limit it would exceed.  Units here are huge pages (the
 kernel counts base pages and rounds limits down to whole huge pages, so nothing is lost).
+cgroup v1 shows the counters' watermarks and failcnts; cgroup v2 shows the ``events`` counts
+that every refused charge raises (`hugetlb_event`), and, with ``memory_hugetlb_accounting``,
+the memory controller's charge of each page (`memory`).
 This layer knows nothing of mappings: the flows above decide who pays for what.
 """
 
@@ -69,11 +73,24 @@ class HugetlbCgroup:
     children: list[HugetlbCgroup] = field(default_factory=list)
     nr_tasks: int = 0
     online: bool = True
+    events: int = 0
+    """The ``max`` line of ``hugetlb.<size>.events``: refused charges here and below."""
+    events_local: int = 0
+    """The ``max`` line of ``hugetlb.<size>.events.local``: refused charges of this
+    cgroup's own tasks."""
+    memory: PageCounter | None = None
+    """The memory controller's hugetlb charge (``memory_hugetlb_accounting``), else None."""
+    v2: bool = False
+    """The tree is shown through the cgroup v2 interface (explanations name its files)."""
+    size_tag: str = "2MB"
+    """The page size as the cgroup files spell it (``mem_fmt``: ``2MB``, ``1GB``)."""
 
     @classmethod
     def child_of(cls, parent: HugetlbCgroup, name: str) -> HugetlbCgroup:
         """mkdir: a new cgroup below ``parent``, its counters linked to the parent's."""
-        cg = cls(name, parent, PageCounter(parent.fault), PageCounter(parent.rsvd))
+        memory = None if parent.memory is None else PageCounter(parent.memory)
+        cg = cls(name, parent, PageCounter(parent.fault), PageCounter(parent.rsvd),
+                 memory=memory, v2=parent.v2, size_tag=parent.size_tag)
         parent.children.append(cg)
         return cg
 
@@ -82,20 +99,53 @@ class HugetlbCgroup:
 
     def charge_fault(self, pages: int = 1) -> PageCounter | None:
         """`hugetlb_cgroup_charge_cgroup`: None on success, else the counter whose limit hit."""
-        return self.fault.try_charge(pages)
+        return self._charge(self.fault, pages)
 
     def charge_rsvd(self, pages: int) -> PageCounter | None:
         """`hugetlb_cgroup_charge_cgroup_rsvd`: None on success, else the counter hit."""
-        return self.rsvd.try_charge(pages)
+        return self._charge(self.rsvd, pages)
 
-    def refusal(self, hit: PageCounter, pages: int) -> str:
-        """One sentence naming the cgroup and limit that refused a charge of ``pages``."""
+    def _charge(self, counter: PageCounter, pages: int) -> PageCounter | None:
+        """`__hugetlb_cgroup_charge_cgroup`: a refusal, whichever level's limit refused,
+        raises ``events_local`` of the charging cgroup and ``events`` of it and of every
+        ancestor (`hugetlb_event`, which stops below the machine's root cgroup; the model's
+        root is the scenario's, a cgroup below the machine's root, so it counts too).  Fault
+        and reservation refusals count on the same ``max`` line (measured on 6.18)."""
+        hit = counter.try_charge(pages)
+        if hit is not None:
+            self.events_local += 1
+            cg: HugetlbCgroup | None = self
+            while cg is not None:
+                cg.events += 1
+                cg = cg.parent
+        return hit
+
+    def refused_by(self, hit: PageCounter) -> tuple[HugetlbCgroup, str]:
+        """The cgroup (this one or an ancestor) whose counter ``hit`` is, and which counter:
+        ``"fault"`` or ``"reservation"``."""
         cg: HugetlbCgroup | None = self
         while cg is not None and hit is not cg.fault and hit is not cg.rsvd:
             cg = cg.parent
-        name = cg.name if cg is not None else self.name
-        which = "fault" if cg is not None and hit is cg.fault else "reservation"
-        return (f"the hugetlb cgroup '{name}' {which} limit is {hit.limit} pages with "
+        if cg is None:
+            return self, "reservation"
+        return cg, "fault" if hit is cg.fault else "reservation"
+
+    def refusal(self, hit: PageCounter, pages: int) -> str:
+        """One sentence naming the cgroup and limit that refused a charge of ``pages`` (and,
+        under v2, the ``events`` counters the refusal raised)."""
+        cg, which = self.refused_by(hit)
+        if self.v2:
+            moved: list[str] = []
+            walk: HugetlbCgroup | None = self
+            while walk is not None:
+                moved.append(walk.name)
+                walk = walk.parent
+            local = "" if self.parent is None else f" and events.local of '{self.name}'"
+            file = "max" if which == "fault" else "rsvd.max"
+            return (f"hugetlb.{self.size_tag}.{file} of cgroup '{cg.name}' is {hit.limit} "
+                    f"pages with {hit.usage} in use, so a {which} charge of {pages} was "
+                    f"refused; events went up in {', '.join(repr(n) for n in moved)}{local}")
+        return (f"the hugetlb cgroup '{cg.name}' {which} limit is {hit.limit} pages with "
                 f"{hit.usage} in use, so a charge of {pages} was refused")
 
     def set_limit(self, which: str, limit: int | None) -> bool:
@@ -121,6 +171,8 @@ class HugetlbCgroup:
         for counter in (self.fault, self.rsvd):
             assert counter.usage >= 0, f"{self.name}: negative usage {counter}"
             assert counter.watermark >= 0
+        assert self.events >= self.events_local >= 0
         for child in self.children:
             assert child.parent is self
             assert child.fault.parent is self.fault and child.rsvd.parent is self.rsvd
+            assert (child.memory is None) == (self.memory is None)

@@ -76,6 +76,7 @@ def _check_charges(system: System, folios: list[Folio], vmas: list[VMA]) -> None
     """
     fault: dict[HugetlbCgroup, int] = {}
     rsvd: dict[HugetlbCgroup, int] = {}
+    memory: dict[HugetlbCgroup, int] = {}
 
     def charge(table: dict[HugetlbCgroup, int], owner: HugetlbCgroup | None,
                pages: int) -> None:
@@ -86,6 +87,7 @@ def _check_charges(system: System, folios: list[Folio], vmas: list[VMA]) -> None
     for folio in folios:
         charge(fault, folio.cgroup, 1)
         charge(rsvd, folio.cgroup_rsvd, 1)
+        charge(memory, folio.memcg, 1)
     for inode in system.inodes:
         for r in inode.resv_map.regions():
             if isinstance(r.info, HugetlbCgroup):
@@ -98,4 +100,10 @@ def _check_charges(system: System, folios: list[Folio], vmas: list[VMA]) -> None
             f"{cg.name}: fault usage {cg.fault.usage} != {fault.get(cg, 0)}")
         assert cg.rsvd.usage == rsvd.get(cg, 0), (
             f"{cg.name}: rsvd usage {cg.rsvd.usage} != {rsvd.get(cg, 0)}")
+        if cg.memory is not None:
+            assert cg.memory.usage == memory.get(cg, 0), (
+                f"{cg.name}: memory {cg.memory.usage} != {memory.get(cg, 0)}")
+        if system.cgroup_interface == "v2" and cg is not system.root:
+            assert not (cg.children and cg.nr_tasks), (
+                f"{cg.name}: a v2 cgroup with children holds {cg.nr_tasks} processes")
 

@@ -33,7 +33,9 @@ def snapshot(system: System) -> dict[str, Any]:
         "surp": unsigned(h.surplus_huge_pages),
         "nr_hugepages": h.max_huge_pages,
         "overcommit": h.nr_overcommit_huge_pages,
-        "cgroups": {name: _cgroup_state(cg) for name, cg in system.cgroups.items()},
+        "cgroups": {name: _cgroup_state(cg) if system.cgroup_interface == "v1"
+                    else _cgroup_v2_state(cg, cg is system.root)
+                    for name, cg in system.cgroups.items()},
         "mounts": {name: _mount_state(m.spool) for name, m in system.mounts.items()},
         "files": {name: {"blocks": inode.i_blocks, "size": inode.i_size,
                          "regions": [[r.from_, r.to, _info_name(r.info)]
@@ -49,6 +51,20 @@ def _cgroup_state(cg: HugetlbCgroup) -> dict[str, int | None]:
             "max_usage": cg.fault.watermark, "rsvd_max_usage": cg.rsvd.watermark,
             "failcnt": cg.fault.failcnt, "rsvd_failcnt": cg.rsvd.failcnt,
             "limit": cg.fault.limit, "rsvd_limit": cg.rsvd.limit}
+
+
+def _cgroup_v2_state(cg: HugetlbCgroup, root: bool) -> dict[str, int | None]:
+    """``hugetlb.<size>.current``, ``rsvd.current``, ``max``, ``rsvd.max``, the ``max`` lines
+    of ``events`` and ``events.local`` (none for the root: its processes are in a hidden leaf),
+    and with memory accounting the memory cgroup's hugetlb charge."""
+    state: dict[str, int | None] = {
+        "usage": cg.fault.usage, "rsvd": cg.rsvd.usage,
+        "limit": cg.fault.limit, "rsvd_limit": cg.rsvd.limit, "events": cg.events}
+    if not root:
+        state["events_local"] = cg.events_local
+    if cg.memory is not None:
+        state["memory"] = cg.memory.usage
+    return state
 
 
 def _mount_state(spool: HugepageSubpool | None) -> dict[str, Any]:

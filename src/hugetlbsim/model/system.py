@@ -28,7 +28,7 @@ from hugetlbsim.model.hstate import HState
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup, PageCounter
 from hugetlbsim.model.inode import Inode, vma_interval_tree_insert
 from hugetlbsim.model.invariants import check_invariants
-from hugetlbsim.model.kernels import Kernel
+from hugetlbsim.model.kernels import Kernel, Switch
 from hugetlbsim.model.kernels import kernel as default_kernel
 from hugetlbsim.model.mm import carve, piece
 from hugetlbsim.model.reserve import hugetlb_reserve_pages
@@ -43,6 +43,27 @@ __all__ = ["SYSTEM_POLICIES", "Mount", "Shm", "System"]
 SYSTEM_POLICIES: tuple[Policy, ...] = ("6.18", "v7")
 """Region policies a whole system can run: "legacy" predates the per-region cgroup uncharge
 info, so its merges would move reservation charges between cgroups."""
+
+
+MEMCG_HUGETLB = Switch(
+    "memcg_hugetlb", "8cba9576df60",
+    "hugetlb: memcg: account hugetlb-backed memory in memory controller", (6, 7, 0),
+    effect="cgroup2's memory_hugetlb_accounting mount option: pages charged to memcg at "
+           "allocation, uncharged when freed (before: the option does not exist, EINVAL)")
+"""The change that makes ``memory_accounting`` possible at all."""
+
+
+def _interface(cgroups: str, memory_accounting: bool, kernel: Kernel) -> str:
+    """Check the cgroup interface a System is asked for (``v1``/``v2``) and return it."""
+    if cgroups not in ("v1", "v2"):
+        raise ValueError(f"cgroups must be v1 or v2, not {cgroups!r}")
+    if memory_accounting and cgroups != "v2":
+        raise ValueError("memory accounting is a cgroup v2 mount option")
+    if memory_accounting and not kernel.has(MEMCG_HUGETLB):
+        raise KernelLacks(f"kernel {kernel.name} has no memory_hugetlb_accounting (cgroup2 "
+                          f"refuses the mount option before 6.7, commit "
+                          f"{MEMCG_HUGETLB.commit})")
+    return cgroups
 
 
 @dataclass(eq=False)
@@ -173,6 +194,13 @@ class System:
             parent = self.cgroups.get(name.rpartition("/")[0] or "root")
             if parent is None:
                 self._fail(name, "ENOENT", f"the parent of cgroup {name} does not exist")
+            if self.cgroup_interface == "v2" and parent is not self.root and parent.nr_tasks:
+                # The parent must distribute hugetlb to its new child, and enabling a
+                # controller in subtree_control is EBUSY while the cgroup has tasks
+                # (cgroup_vet_subtree_control_enable: no internal processes).
+                self._fail(name, "EBUSY", (
+                    f"cgroup {parent.name} holds {parent.nr_tasks} processes, so under cgroup "
+                    f"v2 it cannot distribute the hugetlb controller to a child"))
             cg = HugetlbCgroup.child_of(parent, name)
             self.cgroups[name] = cg
             self.absent.discard(name)
@@ -204,6 +232,8 @@ class System:
 
     def spawn(self, proc: str, cgroup: str = "root") -> None:
         cg = self._lookup(self.cgroups, cgroup, "ENOENT", "cgroup")
+        if self._distributes(cg):
+            self._fail(proc, "EBUSY", self._no_internal(cg))
         self.procs[proc] = Process(proc, cg)
         cg.nr_tasks += 1
 
@@ -211,6 +241,8 @@ class System:
         """Move a task: its existing charges stay where they are."""
         task = self._proc(proc)
         cg = self._lookup(self.cgroups, cgroup, "ENOENT", "cgroup")
+        if self._distributes(cg):
+            raise KernelError("EBUSY", self._no_internal(cg))
         task.cgroup.nr_tasks -= 1
         task.cgroup = cg
         cg.nr_tasks += 1
@@ -484,6 +516,17 @@ class System:
         check_invariants(self)
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _distributes(self, cg: HugetlbCgroup) -> bool:
+        """Under v2, a non-root cgroup with children has hugetlb in its subtree_control, and
+        cgroup_migrate_vet_dst refuses it any process (the root's go to its hidden leaf)."""
+        return self.cgroup_interface == "v2" and cg is not self.root and bool(cg.children)
+
+    @staticmethod
+    def _no_internal(cg: HugetlbCgroup) -> str:
+        kids = ", ".join(c.name for c in cg.children)
+        return (f"cgroup {cg.name} has child cgroups ({kids}), so under cgroup v2 it holds no "
+                f"processes")
 
     def _fail(self, name: str, result: str, why: str) -> NoReturn:
         """An introducing step failed: the name is absent from now on."""
