@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import random
 import signal
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -31,13 +33,45 @@ from hugetlbsim.fuzz.campaign import (
 )
 from hugetlbsim.fuzz.generate import WEIGHTS, GenOptions
 
-__all__ = ["DEFAULT_COUNT", "fuzz", "save", "summary_table"]
+__all__ = ["DEFAULT_COUNT", "dask_executor", "fuzz", "save", "summary_table"]
 
 DEFAULT_COUNT = 1000
+T = TypeVar("T")
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+class _Dask(Executor):
+    """A Dask client's executor that closes the client when shut down."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._inner: Executor = client.get_executor()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return self._inner.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._inner.shutdown(wait=wait)
+        self._client.close()
+
+
+def dask_executor(address: str) -> Executor:
+    """A `concurrent.futures.Executor` over a Dask cluster: each worker runs whole batches
+    (a kernel campaign wants one single-threaded worker per machine, each booting or driving
+    its own kernel); needs the ``dask`` extra."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise click.UsageError("--executor dask needs dask.distributed: "
+                               "pip install 'hugetlbsim[dask]'") from None
+    try:
+        client = Client(address, timeout="10s")  # type: ignore[no-untyped-call]
+    except OSError as exc:
+        raise click.UsageError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    return _Dask(client)
 
 
 def save(out: Path, finding: Finding) -> Path:
@@ -86,10 +120,15 @@ def summary_table(summary: Summary, saved: dict[int, Path]) -> Table:
               help="Weight the generator towards these actions (repeatable).")
 @click.option("--per-signature", type=click.IntRange(min=0), default=1, show_default=True,
               help="Divergences of one kind shrunk and saved (the rest are counted).")
+@click.option("--executor", "executor_name", type=click.Choice(["local", "dask"]),
+              default="local", show_default=True,
+              help="Where batches run: local processes, or a Dask cluster (--scheduler).")
+@click.option("--scheduler", default=None,
+              help="The Dask scheduler's address (tcp://HOST:PORT) for --executor dask.")
 @click.pass_context
 def fuzz(ctx: click.Context, seed: int | None, count: int | None, seconds: float | None,
          mode: Mode, jobs: int | None, out: Path, focus: tuple[str, ...],
-         per_signature: int) -> None:
+         per_signature: int, executor_name: str, scheduler: str | None) -> None:
     """Run generated scenarios on two sides and shrink every divergence; exit 1 if any."""
     if count is not None and seconds is not None:
         raise click.UsageError("give --count or --time, not both")
@@ -106,8 +145,12 @@ def fuzz(ctx: click.Context, seed: int | None, count: int | None, seconds: float
               + (f"--count {count}" if count is not None else f"--time {seconds:g}")
               + (f" --jobs {jobs}" if mode == "policies" else ""), markup=False)
     options = Options(gen=GenOptions(focus=focus), shrink=per_signature > 0)
+    if (executor_name == "dask") != (scheduler is not None):
+        raise click.UsageError("--executor dask needs --scheduler ADDRESS, and only it takes one")
     executor: Executor
-    if mode == "kernel":
+    if scheduler is not None:
+        executor = dask_executor(scheduler)
+    elif mode == "kernel":
         executor = ThreadPoolExecutor(max_workers=1)
     else:
         executor = ProcessPoolExecutor(max_workers=jobs, initializer=ignore_sigint)
