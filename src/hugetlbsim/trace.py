@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from hugetlbsim.format.loader import SECTION_KEYS, UNSIGNED_MAX
-from hugetlbsim.format.scenario import POOL_KEYS
+from hugetlbsim.format.scenario import CGROUP_V2_KEYS, POOL_KEYS
+
+_COMPARED: Final = {**SECTION_KEYS,
+                    "cgroup": tuple(dict.fromkeys((*SECTION_KEYS["cgroup"], *CGROUP_V2_KEYS)))}
+"""The counters `diff` compares per section: a cgroup's v1 and v2 keys (a state holds one
+interface's, and a key missing from either trace is not compared)."""
 
 __all__ = ["ABSENT", "STATE_SECTIONS", "WATERMARKS", "Difference", "StepDiff", "StepRecord",
            "Trace", "compare", "key_name", "normalized", "same", "show_value"]
@@ -152,7 +157,7 @@ def _differences(a: StepRecord, b: StepRecord, watermarks: bool) -> Iterator[Dif
         names_a, names_b = a.state.get(plural, {}), b.state.get(plural, {})
         for name in [*names_a, *(n for n in names_b if n not in names_a)]:
             if name in names_a and name in names_b:
-                paths.extend((section, name, counter) for counter in SECTION_KEYS[section]
+                paths.extend((section, name, counter) for counter in _COMPARED[section]
                              if watermarks or counter not in WATERMARKS)
             else:
                 paths.append((section, name))

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hugetlbsim.backends.base import BackendUnavailable
 from hugetlbsim.format.scenario import Scenario
+from hugetlbsim.model.errors import KernelLacks
 from hugetlbsim.model.kernels import DEFAULT, Kernel, kernel
 from hugetlbsim.model.resv_map import Policy
 from hugetlbsim.model.system import System
@@ -63,9 +65,14 @@ class ModelBackend:
     def open(self, scenario: Scenario) -> ModelSession:
         """A fresh model system set up as the scenario starts."""
         line = self.kernel or _kernel(scenario.kernel)
-        return ModelSession(System(pagesize=scenario.pagesize, pool_pages=scenario.pool_pages,
-                                   pool_overcommit=scenario.pool_overcommit, policy=self.policy,
-                                   kernel=line))
+        try:
+            system = System(pagesize=scenario.pagesize, pool_pages=scenario.pool_pages,
+                            pool_overcommit=scenario.pool_overcommit, policy=self.policy,
+                            kernel=line, cgroups=scenario.cgroups,
+                            memory_accounting=scenario.memory_accounting)
+        except KernelLacks as exc:  # the kernel line would refuse the setup
+            raise BackendUnavailable(str(exc)) from None
+        return ModelSession(system)
 
 
 _kernel = kernel

@@ -43,6 +43,10 @@ from ruamel.yaml.scanner import RoundTripScanner
 from hugetlbsim.format.names import NAME_PATTERNS, Names
 from hugetlbsim.format.scenario import (
     ADVICE,
+    CGROUP_INTERFACES,
+    CGROUP_KEYS,
+    CGROUP_V1_ONLY_KEYS,
+    CGROUP_V2_KEYS,
     EXPECT_KEYS,
     NULLABLE_KEYS,
     OPS,
@@ -342,6 +346,12 @@ def dump_scenario(scenario: Scenario) -> str:
         doc["name"] = scenario.name
     if scenario.pagesize != "2M":
         doc["pagesize"] = scenario.pagesize
+    if scenario.kernel is not None:
+        doc["kernel"] = scenario.kernel
+    if scenario.cgroups != "v1":
+        doc["cgroups"] = scenario.cgroups
+    if scenario.memory_accounting:
+        doc["memory_accounting"] = True
     pool = {"pages": scenario.pool_pages, "overcommit": scenario.pool_overcommit}
     if any(pool.values()):
         doc["pool"] = flow_map({k: v for k, v in pool.items() if v})
@@ -414,6 +424,8 @@ class _Loader:
     def __init__(self, path: str) -> None:
         self.path = path
         self.names = Names()
+        self.cgroups = "v1"
+        self.memory_accounting = False
 
     def fail(self, pos: Pos, message: str) -> NoReturn:
         raise ScenarioError(self.path, pos[0] + 1, pos[1] + 1, message)
@@ -441,6 +453,8 @@ class _Loader:
         if not isinstance(pagesize, str) or pagesize not in PAGESIZES:
             self.fail(doc.lc.value("pagesize"), f"unsupported pagesize {_shown(plain(pagesize))}; "
                       f"use one of {', '.join(PAGESIZES)}")
+        kernel = self.kernel(doc)
+        self.interface(doc)
         pool = self.pool(doc)
         if pagesize == "1G" and pool["overcommit"]:
             self.fail(doc["pool"].lc.value("overcommit"), "the kernel refuses to overcommit 1G "
@@ -461,8 +475,37 @@ class _Loader:
             pool_pages=pool["pages"],
             pool_overcommit=pool["overcommit"],
             path=self.path,
+            kernel=kernel,
+            cgroups=self.cgroups,
+            memory_accounting=self.memory_accounting,
             extra=extra,
         )
+
+    def kernel(self, doc: CommentedMap) -> str | None:
+        """``kernel``: a line (``"6.1"``) or a ``uname -r``, as a string."""
+        value = doc.get("kernel")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not re.fullmatch(r"\d+\.\d+[0-9A-Za-z.+_~-]{0,60}",
+                                                          value):
+            self.fail(doc.lc.value("kernel"), f"kernel {_shown(plain(value))} is not a kernel "
+                      "line or release; write it quoted, e.g. 'kernel: \"6.1\"'")
+        return str(value)
+
+    def interface(self, doc: CommentedMap) -> None:
+        """``cgroups: v1|v2`` and ``memory_accounting`` (cgroup v2 only)."""
+        cgroups = doc.get("cgroups", "v1")
+        if not isinstance(cgroups, str) or cgroups not in CGROUP_INTERFACES:
+            self.fail(doc.lc.value("cgroups"), f"cgroups {_shown(plain(cgroups))} is not a "
+                      f"cgroup interface; use one of {', '.join(CGROUP_INTERFACES)}")
+        memory = doc.get("memory_accounting", False)
+        if not isinstance(memory, bool | ScalarBoolean):
+            self.fail(doc.lc.value("memory_accounting"), "memory_accounting must be true or "
+                      f"false, not {_shown(plain(memory))}")
+        if memory and cgroups != "v2":
+            self.fail(doc.lc.value("memory_accounting"), "memory_accounting is a cgroup v2 "
+                      "mount option; add 'cgroups: v2' at the top")
+        self.cgroups, self.memory_accounting = str(cgroups), bool(memory)
 
     def title(self, doc: CommentedMap) -> str:
         name = doc.get("name")
@@ -616,6 +659,9 @@ class _Loader:
 
     def section(self, section: str, node: Any, pos: Pos) -> None:
         allowed = SECTION_KEYS[section]
+        if section == "cgroup" and self.cgroups == "v2":
+            allowed = tuple(k for k in CGROUP_V2_KEYS
+                            if k != "memory" or self.memory_accounting)
         example = f"'{section}: {{{_EXAMPLE[section]}: {{{allowed[0]}: 0}}}}'"
         if not isinstance(node, CommentedMap):
             self.fail(pos, f"expect {section!r} must be a mapping by {section} name; write e.g. "
@@ -628,13 +674,23 @@ class _Loader:
                           f"a mapping of counters; write e.g. {example}")
             for key, value in counters.items():
                 if key not in allowed:
-                    self.fail(counters.lc.key(key), f"unknown {section} expectation "
-                              f"{_shown(plain(key))}; " + _suggest(key, allowed))
+                    self.fail(counters.lc.key(key), self.not_here(section, key, allowed))
                 if key in NULLABLE_KEYS and value is None:
                     continue
                 if key in ("limit", "rsvd_limit") and value == "max":
                     continue
                 self.count(key, value, counters.lc.value(key))
+
+    def not_here(self, section: str, key: Any, allowed: tuple[str, ...]) -> str:
+        """Why an expectation key is refused: unknown, or of the other cgroup interface."""
+        if section == "cgroup" and self.cgroups == "v2" and key in CGROUP_V1_ONLY_KEYS:
+            return (f"cgroup v2 has no {key} (a cgroup v1 counter); use one of "
+                    f"{', '.join(allowed)}")
+        if section == "cgroup" and key == "memory" and self.cgroups == "v2":
+            return "memory needs 'memory_accounting: true' at the top"
+        if section == "cgroup" and key in CGROUP_V2_KEYS and key not in CGROUP_KEYS:
+            return f"{key} is a cgroup v2 counter; add 'cgroups: v2' at the top"
+        return f"unknown {section} expectation {_shown(plain(key))}; " + _suggest(key, allowed)
 
     def count(self, key: str, value: Any, pos: Pos) -> None:
         if not _is_int(value) or not 0 <= value <= UNSIGNED_MAX:

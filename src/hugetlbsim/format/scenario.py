@@ -13,7 +13,10 @@ from typing import Any, Literal
 
 __all__ = [
     "ADVICE",
+    "CGROUP_INTERFACES",
     "CGROUP_KEYS",
+    "CGROUP_V1_ONLY_KEYS",
+    "CGROUP_V2_KEYS",
     "EXPECT_KEYS",
     "NULLABLE_KEYS",
     "OPS",
@@ -109,6 +112,13 @@ may not write) and ESRCH (a process whose spawn failed)."""
 
 CGROUP_KEYS = ("usage", "rsvd", "max_usage", "rsvd_max_usage", "limit", "rsvd_limit",
                "failcnt", "rsvd_failcnt")
+CGROUP_V2_KEYS = ("usage", "rsvd", "limit", "rsvd_limit", "events", "events_local", "memory")
+"""The keys a cgroup expectation may hold under ``cgroups: v2`` (``memory`` only with
+``memory_accounting: true``)."""
+CGROUP_V1_ONLY_KEYS = tuple(k for k in CGROUP_KEYS if k not in CGROUP_V2_KEYS)
+"""v1 files that cgroup v2 does not have (watermarks, failcnts)."""
+CGROUP_INTERFACES = ("v1", "v2")
+"""The values of the top-level ``cgroups``."""
 POOL_KEYS = ("total", "free", "rsvd", "surp", "nr_hugepages")
 EXPECT_KEYS = ("result", *POOL_KEYS, "cgroup", "mount", "file")
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
@@ -124,7 +134,8 @@ UNSIGNED_MAX = (1 << 64) - 1
 SHM_MMAP_ARGS = ("proc", "map", "shm", "writable")
 """The only arguments an mmap of a shm segment may give (it maps the whole segment)."""
 
-TOP_KEYS = ("format", "name", "pagesize", "pool", "steps")
+TOP_KEYS = ("format", "name", "pagesize", "kernel", "cgroups", "memory_accounting", "pool",
+            "steps")
 """The top-level keys of format 1; others are extensions kept in `Scenario.extra`."""
 POOL_ARGS = ("pages", "overcommit")
 """The keys of the top-level ``pool``."""

@@ -9,13 +9,14 @@ from rich.table import Table
 from rich.text import Text
 
 from hugetlbsim.format.loader import short_op
-from hugetlbsim.format.scenario import CGROUP_KEYS
+from hugetlbsim.format.scenario import CGROUP_KEYS, CGROUP_V2_KEYS
 from hugetlbsim.runner import Run
 from hugetlbsim.trace import ABSENT, WATERMARKS, StepDiff, show_value
 
 __all__ = ["cgroup_changes", "diff_table", "trace_table"]
 
-SHOWN_CGROUP_KEYS: Final = tuple(k for k in CGROUP_KEYS if k not in WATERMARKS)
+SHOWN_CGROUP_KEYS: Final = (*(k for k in CGROUP_KEYS if k not in WATERMARKS),
+                            *(k for k in CGROUP_V2_KEYS if k not in CGROUP_KEYS))
 
 
 def trace_table(trace: Run) -> Table:
