@@ -163,6 +163,9 @@ def test_scenario_wire_round_trip() -> None:
         (t.index, t.op, t.args, t.line) for t in s.steps]
     assert (back.pool_pages, back.pool_overcommit, back.name) == (
         s.pool_pages, s.pool_overcommit, s.name)
+    v2 = load_text("format: 1\ncgroups: v2\nkernel: '6.12'\nsteps:\n  - mount: {name: hp}\n")
+    back = scenario_from_wire(json.loads(json.dumps(scenario_to_wire(v2, 0))))
+    assert (back.cgroups, back.kernel) == ("v2", "6.12")
     assert all(t.expect is None for t in back.steps)
 
 
@@ -580,3 +583,35 @@ def test_small_scenario_in_each_cached_kernel(uname: str) -> None:
     assert len(backend.stats) == 1
     assert _host_pool() == before
     assert _leftovers() == []
+
+
+def test_sigterm_leaves_nothing_behind(fake: Any, tmp_path: Path) -> None:
+    """A host process killed with SIGTERM while its guest hangs takes qemu and its boot
+    directory with it."""
+    make, _ = fake
+    backend = make()
+    script = tmp_path / "host.py"
+    script.write_text(textwrap.dedent(f"""\
+        import gzip, pathlib, sys
+        from hugetlbsim.backends.vm import boot
+        from hugetlbsim.backends.vm.cache import resolve_cached
+        from hugetlbsim.backends.vm.frames import scenario_to_wire
+        from hugetlbsim.format.loader import load_text
+        kernel = resolve_cached("6.1", pathlib.Path({str(backend.cache)!r}))
+        opts = boot.BootOptions(qemu={backend.options.qemu!r}, scenario_timeout=600)
+        s = load_text({SMALL.format(name="hang")!r}, "hang.yaml")
+        print("go", flush=True)
+        boot.run_batch(kernel, pathlib.Path({str(backend._initramfs)!r}),
+                       [scenario_to_wire(s, 0)], opts, pathlib.Path({str(tmp_path)!r}))
+        """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"go\n"
+    prefix = os.path.join("/tmp", f"{vmboot.TMP_PREFIX}{proc.pid}-")
+    deadline = time.monotonic() + 20
+    while not glob.glob(prefix + "*/results.bin") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.terminate()
+    assert proc.wait(20) == 128 + 15
+    assert glob.glob(prefix + "*") == []
+    assert subprocess.run(["pgrep", "-f", "fake-qemu"], capture_output=True).stdout == b""

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hugetlbsim.backends.base import BackendUnavailable
 from hugetlbsim.backends.vm.boot import BootOptions, BootStats, Outcome, run_batch
@@ -33,6 +33,9 @@ from hugetlbsim.backends.vm.cache import (
 from hugetlbsim.backends.vm.frames import scenario_to_wire
 from hugetlbsim.backends.vm.initramfs import InitramfsError, build_initramfs
 from hugetlbsim.format.scenario import Scenario
+
+if TYPE_CHECKING:
+    from hugetlbsim.runner import Run
 
 __all__ = [
     "VmBackend",
@@ -181,13 +184,14 @@ class VmBackend:
         raise VmScenarioError(f"{scenario.name or scenario.path} on {self.kernel.uname}: "
                               f"{outcome.kind}: {outcome.message}")
 
-    def run_many(self, scenarios: Sequence[Scenario]) -> list[Any]:
+    def run_many(self, scenarios: Sequence[Scenario]
+                 ) -> list[Run | BackendUnavailable | VmScenarioError]:
         """Traces (`hugetlbsim.runner.Trace`) of many scenarios from as few boots as
         possible; a scenario that could not run gives its exception instead of a trace."""
         from hugetlbsim.runner import run
 
         self.prepare(scenarios)
-        out: list[Any] = []
+        out: list[Run | BackendUnavailable | VmScenarioError] = []
         for s in scenarios:
             try:
                 out.append(run(s, self))

@@ -9,9 +9,9 @@ error kind) and the rest of the batch goes on in a fresh guest.
 
 Only one guest runs at a time on a host (a lock under the cache directory): TCG guests in
 parallel do not help on a 2-core machine.  Nothing is left behind: the per-boot temporary
-directory and qemu go at the end of each boot, on an exception and on Ctrl-C; qemu dies with
-its parent (PR_SET_PDEATHSIG) if the host process is killed, and a later run removes
-temporary directories whose owner is dead.
+directory and qemu go at the end of each boot, on an exception, on Ctrl-C and on SIGTERM;
+qemu dies with its parent (PR_SET_PDEATHSIG) if the host process is killed, and a later run
+removes temporary directories whose owner is dead.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,25 @@ def _host_lock(cache: Path, timeout: float) -> Any:
         yield
     finally:
         os.close(fd)
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Any:
+    """SIGTERM raises SystemExit while guests run, so qemu and the boot directory go (only in
+    the main thread, and only where nobody else handles SIGTERM)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL):
+        yield
+        return
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -299,7 +319,7 @@ def run_batch(kernel: CachedKernel, initramfs: Path, items: Sequence[dict[str, A
     outcomes: dict[int, Outcome] = {}
     order = [int(item["i"]) for item in items]
     failed_boots = 0
-    with _host_lock(cache, opts.lock_timeout):
+    with _host_lock(cache, opts.lock_timeout), _sigterm_exits():
         while len(outcomes) < len(order):
             rest = [item for item in items if int(item["i"]) not in outcomes]
             log(f"booting {kernel.uname} for {len(rest)} scenario(s)")

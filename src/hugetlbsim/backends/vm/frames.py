@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -179,19 +180,20 @@ class FrameWriter:
 
 
 def scenario_to_wire(scenario: Scenario, index: int) -> dict[str, Any]:
-    """A scenario as the guest receives it (expectations stay on the host)."""
-    return {
-        "i": index, "name": scenario.name, "pagesize": scenario.pagesize,
-        "pool_pages": scenario.pool_pages, "pool_overcommit": scenario.pool_overcommit,
-        "path": scenario.path, "extra": json.loads(json.dumps(scenario.extra, default=str)),
-        "steps": [[s.index, s.op, dict(s.args), s.line] for s in scenario.steps],
-    }
+    """A scenario as the guest receives it: every field but the expectations."""
+    item: dict[str, Any] = {"i": index}
+    for f in dataclasses.fields(Scenario):
+        if f.name != "steps":
+            item[f.name] = getattr(scenario, f.name)
+    item["extra"] = json.loads(json.dumps(scenario.extra, default=str))
+    item["steps"] = [[s.index, s.op, dict(s.args), s.line] for s in scenario.steps]
+    return item
 
 
 def scenario_from_wire(item: Mapping[str, Any]) -> Scenario:
     """The guest's `Scenario` (no expectations)."""
+    known = {f.name for f in dataclasses.fields(Scenario)} - {"steps"}
     return Scenario(
         steps=tuple(Step(index=i, op=op, args=dict(args), line=line)
                     for i, op, args, line in item["steps"]),
-        name=item["name"], pagesize=item["pagesize"], pool_pages=item["pool_pages"],
-        pool_overcommit=item["pool_overcommit"], path=item["path"], extra=dict(item["extra"]))
+        **{k: v for k, v in item.items() if k in known})
