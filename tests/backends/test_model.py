@@ -84,3 +84,46 @@ def test_invariants_checked_after_every_step(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(AssertionError, match="broken"):
         run(load_text(P01A), ModelBackend())
     assert calls == [0, 0, 0, 4]
+
+
+def test_a_late_recount_names_the_step_that_broke(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With recounts only at the end, a failure is replayed back to the step that broke it,
+    and the fuzzer's trace ends just before that step."""
+    from hugetlbsim.fuzz.campaign import execute
+    from hugetlbsim.model import checking
+
+    monkeypatch.setattr(checking, "WORK_PER_STEP", 1e-9)  # one recount, after the last step
+    calls: list[int] = []
+
+    def check(system: System) -> None:
+        calls.append(len(system.procs))
+        if "p1" in system.procs:
+            raise AssertionError("p1 broke it")
+
+    monkeypatch.setattr(System, "check_invariants", check)
+    with pytest.raises(checking.InvariantBroken, match=r"step 2 \(spawn\): p1 broke it") as err:
+        run(load_text(P01A), ModelBackend())
+    assert err.value.step == 2
+    # After the first step, after the last, then the replay's from the last good one on.
+    assert calls == [1, 2, 1, 2]
+    outcome = execute(load_text(P01A), ModelBackend())
+    assert len(outcome.trace.steps) == 2 and outcome.error is not None
+    assert "step 2 (spawn)" in outcome.error
+
+
+def test_a_crash_after_unchecked_steps_is_traced_to_the_broken_invariant(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hugetlbsim.model import checking
+
+    monkeypatch.setattr(checking, "WORK_PER_STEP", 1e-9)
+    monkeypatch.setattr(System, "check_invariants", lambda system: None if (
+        "p1" not in system.procs) else (_ for _ in ()).throw(AssertionError("p1 broke it")))
+    def crash(self: System, file: str, size: int, proc: str = "init") -> None:
+        raise RuntimeError("crashed")
+
+    monkeypatch.setattr(System, "truncate", crash)
+    with pytest.raises(checking.InvariantBroken, match=r"step 2 \(spawn\)"):
+        run(load_text(P01A), ModelBackend())
+    monkeypatch.setattr(System, "check_invariants", lambda system: None)
+    with pytest.raises(RuntimeError, match="crashed"):
+        run(load_text(P01A), ModelBackend())

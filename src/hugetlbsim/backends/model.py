@@ -1,17 +1,26 @@
 """The model as a backend: scenario steps applied to a `hugetlbsim.model.system.System`.
 
-After every step the model's invariants are checked, so a broken invariant stops the run
-(an internal error) at the step that broke it.  The kernel line the model follows is the
+The model's invariants are recounted on the schedule of `model.checking` (after every step
+while the state is small, at a bounded interval growing with it, and after the last step); a
+failed recount replays the run to stop it (an internal error, `InvariantBroken`) naming the
+step that broke it.  The kernel line the model follows is the
 backend's (``--kernel``) when given, else the scenario's ``kernel:``, else the default line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hugetlbsim.backends.base import BackendUnavailable
 from hugetlbsim.format.scenario import Scenario
+from hugetlbsim.model.checking import (
+    CheckSchedule,
+    InvariantBroken,
+    Operation,
+    find_broken,
+    state_size,
+)
 from hugetlbsim.model.errors import KernelLacks
 from hugetlbsim.model.kernels import DEFAULT, Kernel, kernel
 from hugetlbsim.model.resv_map import Policy
@@ -23,14 +32,48 @@ __all__ = ["ModelBackend", "ModelSession"]
 class ModelSession:
     """One scenario on a fresh `System`."""
 
-    def __init__(self, system: System) -> None:
+    def __init__(self, system: System, remake: Callable[[], System] | None = None,
+                 last_step: int | None = None) -> None:
         self.system = system
+        self._remake = remake
+        """A fresh copy of the initial system, for replaying (None: recount every step)."""
+        self._schedule = CheckSchedule(last_step)
+        self._history: list[Operation] = []
 
     def apply(self, op: str, args: Mapping[str, Any]) -> str:
-        """Run one operation on the model, then check its invariants."""
-        result = self.system.apply(op, args)
-        self.system.check_invariants()
+        """Run one operation on the model; recount its invariants when due (`checking`)."""
+        self._history.append((op, args))
+        applied = len(self._history)
+        try:
+            result = self.system.apply(op, args)
+        except Exception as exc:
+            if applied - 1 > self._schedule.good:
+                # A step that crashes may stand on an invariant an unchecked step broke.
+                broken = self._replay(applied - 1)
+                if broken is not None:
+                    raise broken from exc
+            raise
+        if self._remake is None or self._schedule.due(applied):
+            self._recount(applied)
         return result
+
+    def _recount(self, applied: int) -> None:
+        try:
+            self.system.check_invariants()
+        except AssertionError as err:
+            broken = self._replay(applied) if applied - 1 > self._schedule.good else None
+            if broken is None:
+                op = self._history[-1][0]
+                raise InvariantBroken(applied - 1, op, str(err)) from err
+            raise broken from err
+        self._schedule.passed(applied, state_size(self.system))
+
+    def _replay(self, upto: int) -> InvariantBroken | None:
+        """The first of the operations since the last good recount that breaks one."""
+        if self._remake is None:
+            return None
+        return find_broken(self._remake, self._history[:upto], self._schedule.good,
+                           type(self.system).check_invariants)
 
     def state(self) -> dict[str, Any]:
         """The trace state; each file also carries its ``regions``."""
@@ -65,14 +108,18 @@ class ModelBackend:
     def open(self, scenario: Scenario) -> ModelSession:
         """A fresh model system set up as the scenario starts."""
         line = self.kernel or _kernel(scenario.kernel)
+
+        def make() -> System:
+            return System(pagesize=scenario.pagesize, pool_pages=scenario.pool_pages,
+                          pool_overcommit=scenario.pool_overcommit, policy=self.policy,
+                          kernel=line, cgroups=scenario.cgroups,
+                          memory_accounting=scenario.memory_accounting)
+
         try:
-            system = System(pagesize=scenario.pagesize, pool_pages=scenario.pool_pages,
-                            pool_overcommit=scenario.pool_overcommit, policy=self.policy,
-                            kernel=line, cgroups=scenario.cgroups,
-                            memory_accounting=scenario.memory_accounting)
+            first = make()
         except KernelLacks as exc:  # the kernel line would refuse the setup
             raise BackendUnavailable(str(exc)) from None
-        return ModelSession(system)
+        return ModelSession(first, make, len(scenario.steps) - 1)
 
 
 _kernel = kernel

@@ -197,6 +197,8 @@ def execute(scenario: Scenario, backend: Backend) -> Outcome:
             except (KernelNotClean, BackendUnavailable):
                 raise
             except Exception as exc:
+                # A recount that finds a broken invariant later names the step that broke it.
+                del trace.steps[getattr(exc, "step", len(trace.steps)):]
                 return Outcome(trace, f"{type(exc).__name__}: {' '.join(str(exc).split())}")
             trace.steps.append(StepRecord(
                 index=step.index, op=step.op,
