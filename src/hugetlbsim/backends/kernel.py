@@ -32,6 +32,7 @@ from typing import Any
 
 from hugetlbsim.backends import kernel_sys as ks
 from hugetlbsim.backends.base import BackendUnavailable
+from hugetlbsim.backends.kernel_cgroup import Hierarchy, V1Hierarchy, V2Hierarchy
 from hugetlbsim.backends.kernel_cleanup import (
     NR_HUGEPAGES,
     NR_OVERCOMMIT,
@@ -61,11 +62,6 @@ UNLIMITED = 1 << 62
 """A limit at or above this many bytes is "no limit" (the kernel shows slightly different
 values for the pristine default and for a written -1, live-kernel.md §4.2)."""
 
-_CG_COUNTERS = (
-    ("usage", "usage_in_bytes", HP), ("rsvd", "rsvd.usage_in_bytes", HP),
-    ("max_usage", "max_usage_in_bytes", HP), ("rsvd_max_usage", "rsvd.max_usage_in_bytes", HP),
-    ("failcnt", "failcnt", 1), ("rsvd_failcnt", "rsvd.failcnt", 1),
-)
 _CHARGE_FREE = frozenset({"create", "memfd", "truncate", "punch"})
 """File operations that charge no task: without their process (its spawn failed) the
 controller runs them itself."""
@@ -122,6 +118,11 @@ def _check_machine() -> None:
 def _check_scenario(scenario: Scenario, max_pages: int) -> None:
     if scenario.pagesize != "2M":
         raise BackendUnavailable(f"the kernel backend runs 2M pages only, not {scenario.pagesize}")
+    if scenario.memory_accounting:
+        raise BackendUnavailable(
+            "memory_accounting needs cgroup2 mounted with memory_hugetlb_accounting and the "
+            "memory controller on cgroup2; the kernel backend never changes the host's mounts "
+            "(run it in a vm guest)")
     pages, overcommit = scenario.pool_pages, scenario.pool_overcommit
     worst = pages + overcommit
     for step in scenario.steps:
@@ -218,6 +219,7 @@ class KernelSession:
         self._files: dict[str, _File] = {}
         self._mounts: dict[str, tuple[str, bool]] = {}
         self._cgroups: list[str] = []
+        self._cg_tree: Hierarchy | None = None
         self._shms: dict[str, tuple[int, int]] = {}
         self._old_sigterm: Any = None
         self._lock_fd = acquire_lock(os.path.join(tmpdir, LOCK_FILE), lock_timeout)
@@ -244,17 +246,11 @@ class KernelSession:
         rec = self._rec = RunRecord(rundir, os.getpid(), ks.start_time(os.getpid()))
         rec.orig_nr_hugepages = ks.read_int(NR_HUGEPAGES)
         rec.orig_overcommit = ks.read_int(NR_OVERCOMMIT)
-        rec.cg_mount = True
-        rec.save()
-        os.mkdir(rec.cg_dir)
-        r = ks.mount("cgroup", rec.cg_dir, "hugetlb")
-        if r != "ok":
-            rec.cg_mount = False
-            rec.save()
-            os.rmdir(rec.cg_dir)
-            raise BackendUnavailable(f"cannot mount the cgroup v1 hugetlb hierarchy: {r}")
-        rec.note("cgroups", rec.cg_root)
-        os.mkdir(os.path.join(rec.cg_dir, rec.cg_root))
+        self._cg_tree = (V2Hierarchy if scenario.cgroups == "v2" else V1Hierarchy)(rec)
+        try:
+            self._tree.setup()
+        except RuntimeError as e:
+            raise BackendUnavailable(str(e)) from None
         self._cgroups.append("root")
         self._op_pool({"pages": scenario.pool_pages, "overcommit": scenario.pool_overcommit})
         got = ks.meminfo_hugepages()["total"]
@@ -298,18 +294,10 @@ class KernelSession:
         mi = ks.meminfo_hugepages()
         cgroups: dict[str, dict[str, int | None]] = {}
         for name in self._cgroups:
-            path = self._cg_path(name)
             try:
-                values: dict[str, int | None] = {
-                    key: ks.read_int(path + CG_FILE + fname) // unit
-                    for key, fname, unit in _CG_COUNTERS}
-                for key, fname in (("limit", "limit_in_bytes"),
-                                   ("rsvd_limit", "rsvd.limit_in_bytes")):
-                    raw = ks.read_int(path + CG_FILE + fname)
-                    values[key] = None if raw >= UNLIMITED else raw // HP
+                cgroups[name] = self._tree.read(name)
             except FileNotFoundError:
                 continue
-            cgroups[name] = values
         mounts = {name: {"free": os.statvfs(path).f_bfree if sized else None}
                   for name, (path, sized) in self._mounts.items()}
         files: dict[str, dict[str, int]] = {}
@@ -400,12 +388,12 @@ class KernelSession:
         assert self._rec is not None
         return self._rec
 
-    def _cg_rel(self, name: str) -> str:
-        rec = self._record
-        return rec.cg_root if name == "root" else f"{rec.cg_root}/{name}"
+    @property
+    def _tree(self) -> Hierarchy:
+        """The scenario's cgroups: a private v1 hierarchy or a cgroup2 subtree."""
+        assert self._cg_tree is not None
+        return self._cg_tree
 
-    def _cg_path(self, name: str) -> str:
-        return os.path.join(self._record.cg_dir, self._cg_rel(name)) + "/"
 
     def _worker(self, proc: str) -> Worker:
         return self._procs[proc].worker
@@ -474,38 +462,32 @@ class KernelSession:
 
     def _op_cgroup(self, a: Mapping[str, Any]) -> str:
         name = a["name"]
-        path = self._cg_path(name)
-        if not os.path.isdir(path):
-            self._record.note("cgroups", self._cg_rel(name))
-            try:
-                os.mkdir(path)
-            except OSError as e:
-                return ks.errname(e.errno or 0)
-            self._cgroups.append(name)
-        for key, fname in (("limit", "limit_in_bytes"), ("rsvd_limit", "rsvd.limit_in_bytes")):
-            value = a[key]
-            if value is None:
-                continue
-            raw = "-1" if value == "max" or value < 0 else str(value * HP)
-            r = ks.write_str(path + CG_FILE + fname, raw)
+        if name not in self._cgroups:
+            r = self._tree.mkdir(name)
             if r != "ok":
                 return r
+            self._cgroups.append(name)
+        for key in ("limit", "rsvd_limit"):
+            if a[key] is not None:
+                r = self._tree.write_limit(name, key, a[key])
+                if r != "ok":
+                    return r
         return "ok"
 
     def _op_rmdir(self, a: Mapping[str, Any]) -> str:
         name = a["cgroup"]
-        try:
-            os.rmdir(self._cg_path(name))
-        except OSError as e:
-            return ks.errname(e.errno or 0)
-        self._cgroups.remove(name)
-        return "ok"
+        if name not in self._cgroups:
+            return "ENOENT"
+        r = self._tree.rmdir(name)
+        if r == "ok":
+            self._cgroups.remove(name)
+        return r
 
     def _op_spawn(self, a: Mapping[str, Any]) -> str:
         """A fresh worker, moved into its cgroup; if that is refused, the process is absent."""
         worker = Worker.spawn()
         self._record.note("workers", [worker.pid, worker.start])
-        r = ks.write_str(self._cg_path(a["cgroup"]) + "cgroup.procs", str(worker.pid))
+        r = ks.write_str(self._tree.procs(a["cgroup"]), str(worker.pid))
         if r == "ok":
             self._procs[a["proc"]] = _Proc(worker)
         else:
@@ -514,7 +496,7 @@ class KernelSession:
 
     def _op_attach(self, a: Mapping[str, Any]) -> str:
         pid = self._worker(a["proc"]).pid
-        return ks.write_str(self._cg_path(a["cgroup"]) + "cgroup.procs", str(pid))
+        return ks.write_str(self._tree.procs(a["cgroup"]), str(pid))
 
     def _op_fork(self, a: Mapping[str, Any]) -> str:
         parent = self._procs[a["proc"]]

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from hugetlbsim.backends import kernel_sys as ks
+from hugetlbsim.backends.kernel_cgroup import after_v1_umount, cleanup_v2, wait_v1_released
 
 __all__ = [
     "NR_HUGEPAGES",
@@ -50,6 +51,11 @@ class RunRecord:
     """The private cgroup v1 hugetlb hierarchy is (about to be) mounted at ``<rundir>/cg``."""
     cgroups: list[str] = field(default_factory=list)
     """Cgroup directories relative to ``<rundir>/cg``, parents before children."""
+    cg2_dir: str | None = None
+    """The scenario's root in the machine's cgroup2 hierarchy (``cgroups: v2``)."""
+    subtree_enabled: list[str] = field(default_factory=list)
+    """cgroup2 directories outside ours whose subtree_control gained ``hugetlb`` (recorded
+    before the write); cleanup takes it out again."""
     mounts: list[str] = field(default_factory=list)
     """hugetlbfs mount points."""
     shm: list[int] = field(default_factory=list)
@@ -137,6 +143,7 @@ def _remove_mounts(rec: RunRecord, problems: list[str]) -> None:
 
 
 def _remove_cgroups(rec: RunRecord, problems: list[str]) -> None:
+    cleanup_v2(rec, problems)
     if not rec.cg_mount:
         return
     cg = rec.cg_dir
@@ -153,11 +160,19 @@ def _remove_cgroups(rec: RunRecord, problems: list[str]) -> None:
             os.rmdir(dirpath)
         except OSError as e:
             problems.append(f"rmdir {dirpath}: {ks.errname(e.errno or 0)}")
+    # Unmounted while a removed cgroup is still being released, the hierarchy would live on
+    # unmounted and keep the hugetlb controller from cgroup2 for good.
+    if not wait_v1_released(cg):
+        problems.append(f"the removed cgroups of {cg} are not released")
+        return
     r = _umount(cg)
     if r != "ok":
         problems.append(f"umount {cg}: {r}")
         return
     os.rmdir(cg)
+    late = after_v1_umount()
+    if late is not None:
+        problems.append(late)
 
 
 def _umount(target: str, attempts: int = 40) -> str:
