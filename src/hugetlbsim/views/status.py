@@ -4,8 +4,10 @@ Three parts: every pool under /sys/kernel/mm/hugepages (Total, Free, Rsvd, Surp,
 and the persistent target /proc/sys/vm/nr_hugepages shows for the default size), every
 hugetlbfs mount of /proc/mounts with its subpool options (``size=``, ``min_size=``) and statfs
 free pages, and every cgroup v1 hierarchy with the hugetlb controller with the counters of
-its cgroups.  Nothing is written.  A file that cannot be read (not root, a private mount
-point) is reported as unreadable instead of stopping the rest.  `collect` takes the root of
+its cgroups, beside the cgroup2 hierarchy's hugetlb cgroups (``current``, ``rsvd.current``,
+``max``, ``rsvd.max`` and the ``max`` lines of ``events`` / ``events.local``).  Nothing is
+written.  A file that cannot be read (not root, a private mount point) is reported as
+unreadable instead of stopping the rest.  `collect` takes the root of
 the tree to read, so tests can give it a fabricated /proc and /sys.
 """
 
@@ -26,6 +28,7 @@ from hugetlbsim.format.loader import UNSIGNED_MAX
 from hugetlbsim.trace import show_value
 
 __all__ = [
+    "CGROUP2_FILES",
     "CGROUP_FILES",
     "POOL_FILES",
     "Cgroup",
@@ -41,6 +44,10 @@ POOL_FILES: Final = (("total", "nr_hugepages"), ("free", "free_hugepages"),
                      ("rsvd", "resv_hugepages"), ("surp", "surplus_hugepages"),
                      ("overcommit", "nr_overcommit_hugepages"))
 """Pool counter → its file in /sys/kernel/mm/hugepages/hugepages-<size>kB/."""
+CGROUP2_FILES: Final = (("usage", "current"), ("limit", "max"), ("rsvd", "rsvd.current"),
+                        ("rsvd_limit", "rsvd.max"), ("events", "events"),
+                        ("events_local", "events.local"))
+"""The cgroup v2 hugetlb files shown (``hugetlb.<size>.<file>``); the root cgroup has none."""
 CGROUP_FILES: Final = (("usage", "usage_in_bytes"), ("limit", "limit_in_bytes"),
                        ("rsvd", "rsvd.usage_in_bytes"), ("rsvd_limit", "rsvd.limit_in_bytes"),
                        ("max_usage", "max_usage_in_bytes"),
@@ -94,6 +101,8 @@ class Hierarchy:
     """Other mount points of the same hierarchy."""
     cgroups: list[Cgroup] = field(default_factory=list)
     error: str | None = None
+    interface: str = "v1"
+    """``v1``, or ``v2`` for the cgroup2 hierarchy (only cgroups with hugetlb files)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,8 @@ class Status:
     mounts: list[HugetlbfsMount]
     hierarchies: list[Hierarchy]
     uid: int
+    unified: list[Hierarchy] = field(default_factory=list)
+    """The cgroup2 hierarchy, when hugetlb is enabled somewhere in it."""
 
     def to_json(self) -> dict[str, Any]:
         """The status as JSON-able data."""
@@ -125,8 +136,60 @@ def collect(root: str | Path = "/") -> Status:
               for fstype, point, options in mounts_table if fstype == "hugetlbfs"]
     points = [point for fstype, point, options in mounts_table
               if fstype == "cgroup" and "hugetlb" in options.split(",")]
-    return Status(pools, mounts, _hierarchies(root, points, [p.size_kb for p in pools]),
-                  os.geteuid())
+    sizes = [p.size_kb for p in pools]
+    unified = [_unified(root, point, sizes) for fstype, point, _ in mounts_table
+               if fstype == "cgroup2"]
+    return Status(pools, mounts, _hierarchies(root, points, sizes), os.geteuid(),
+                  [h for h in unified if h.cgroups or h.error])
+
+
+def _unified(root: Path, point: str, sizes_kb: list[int]) -> Hierarchy:
+    """The cgroup2 hierarchy at ``point``: every cgroup that has hugetlb files (its parent
+    distributes the controller), parents first."""
+    top = _under(root, point)
+    cgroups: list[Cgroup] = []
+    try:
+        for dirpath, dirnames, _ in os.walk(top, onerror=_raise):
+            dirnames.sort()
+            directory = Path(dirpath)
+            counters: dict[str, dict[str, int | None]] = {}
+            for size_kb in sizes_kb:
+                name = _size_name(size_kb)
+                values: dict[str, int | None] = {}
+                for key, suffix in CGROUP2_FILES:
+                    raw = _read_v2(directory / f"hugetlb.{name}.{suffix}", key, size_kb << 10)
+                    if raw is not False:
+                        values[key] = raw
+                if values:
+                    counters[name] = values
+            if counters:
+                rel = directory.relative_to(top).as_posix()
+                cgroups.append(Cgroup(f"/{rel}", counters))
+    except OSError as exc:
+        return Hierarchy(point, [], cgroups, exc.strerror or str(exc), "v2")
+    return Hierarchy(point, [], cgroups, None, "v2")
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def _read_v2(path: Path, key: str, page: int) -> int | bool | None:
+    """A cgroup v2 hugetlb file in pages (events: the ``max`` line; a limit ``max`` or the
+    fresh 2^63 - 4096 is None); False when the file does not exist or cannot be read."""
+    try:
+        text = path.read_text().split()
+    except OSError:
+        return False
+    try:
+        if key.startswith("events"):
+            return int(text[text.index("max") + 1])
+        if text[0] == "max":
+            return None
+        raw = int(text[0])
+    except (ValueError, IndexError):
+        return False
+    return None if key.endswith("limit") and raw >= UNLIMITED else raw // page
 
 
 def _read_int(path: Path) -> int | None:
@@ -295,6 +358,8 @@ def render(status: Status) -> RenderableType:
     if not status.hierarchies:
         parts.append(Text("no cgroup v1 hierarchy with the hugetlb controller is mounted",
                           style="dim"))
+    for h in status.unified:
+        parts.append(_cgroup_table(h))
     if status.uid != 0:
         parts.append(Text(f"read as uid {status.uid}: '?' marks what only root can read",
                           style="dim"))
@@ -303,9 +368,10 @@ def render(status: Status) -> RenderableType:
 
 def _cgroup_table(h: Hierarchy) -> RenderableType:
     also = f" (also at {', '.join(h.also)})" if h.also else ""
-    title = f"hugetlb cgroups at {h.point}{also}"
+    kind = " (cgroup v2)" if h.interface == "v2" else ""
+    title = f"hugetlb cgroups{kind} at {h.point}{also}"
     table = Table(title=title, title_justify="left")
-    keys = [k for k, _ in CGROUP_FILES]
+    keys = [k for k, _ in (CGROUP2_FILES if h.interface == "v2" else CGROUP_FILES)]
     for name in ("cgroup", "size", *keys):
         table.add_column(name, justify="left" if name in ("cgroup", "size") else "right")
     for cg in h.cgroups:
