@@ -17,7 +17,7 @@ from rich.text import Text
 
 from hugetlbsim.backends.model import ModelBackend
 from hugetlbsim.format.loader import UNSIGNED_MAX, short_op
-from hugetlbsim.format.scenario import CGROUP_KEYS, Scenario
+from hugetlbsim.format.scenario import CGROUP_KEYS, CGROUP_V2_KEYS, Scenario
 from hugetlbsim.trace import Trace, show_value
 
 __all__ = ["Row", "chain", "explanation", "initial_state"]
@@ -51,7 +51,7 @@ def chain(state: Mapping[str, Any]) -> Iterator[tuple[Row, str]]:
             yield (f"mount {name}", key), _shown(key, value)
         yield (f"mount {name}", "statfs free"), _shown("free", mount["free"])
     for name, cgroup in state.get("cgroups", {}).items():
-        for key in CGROUP_KEYS:
+        for key in _CGROUP_ROWS:
             if key in cgroup:
                 yield (f"cgroup {name}", key), _shown(key, cgroup[key])
     for name, file in state.get("files", {}).items():
@@ -62,6 +62,12 @@ def chain(state: Mapping[str, Any]) -> Iterator[tuple[Row, str]]:
                 f"[{f},{t})" + (f":{cg}" if cg else "") for f, t, cg in file["regions"]) or "-"
         if "cached" in file:
             yield (f"file {name}", "cached"), " ".join(map(str, file["cached"])) or "-"
+
+
+_CGROUP_ROWS = tuple(dict.fromkeys((*CGROUP_KEYS, *CGROUP_V2_KEYS)))
+"""A cgroup's rows: the v1 counters, then the v2-only ones (``events``, ``events_local``,
+``memory``); a state holds one interface's, and the refusal's explanation (from the model)
+names the v2 limit that refused and the cgroups whose events moved."""
 
 
 def _shown(key: str, value: Any) -> str:
