@@ -113,11 +113,21 @@ def bench_host(batch: list[Scenario]) -> Row:
     """The same scenarios on this machine's kernel (the kernel backend), except those the
     model predicts would leave the machine's pool broken for good (`fuzz.campaign.leftover`:
     Linux 6.18 leaks reservations in a few subpool sequences, which only a reboot clears)."""
-    from hugetlbsim.backends.kernel import KernelBackend, KernelNotClean
+    from hugetlbsim.backends.kernel import (
+        KernelBackend,
+        KernelNotClean,
+        machine_unavailable,
+        pool_busy,
+    )
     from hugetlbsim.fuzz.campaign import leftover
 
     backend = KernelBackend(lock_timeout=float(os.environ.get("HUGETLBSIM_LOCK_TIMEOUT", "60")))
     row = Row(f"host {backend.version()}")
+    why = machine_unavailable() or pool_busy()
+    if why is not None:
+        _log(f"host: not run: {why}")
+        row.failed = len(batch)
+        return row
     in_steps = 0.0
     t0 = time.monotonic()
     for scenario in batch:
