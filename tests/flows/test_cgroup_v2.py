@@ -188,3 +188,14 @@ def test_memory_accounting_needs_6_7() -> None:
         System(cgroups="v1", memory_accounting=True)
     with pytest.raises(ValueError):
         System(cgroups="v3")
+
+
+def test_spawn_into_a_refused_cgroup_leaves_the_process_absent() -> None:
+    """Fuzz (policies seed 1069): a cgroup refused EBUSY is absent, a spawn into it is ENOENT
+    and the process absent too (ESRCH afterwards, as the kernel backend answers)."""
+    s = _v2()
+    assert _run(s, "cgroup", name="g") == "ok"
+    assert _run(s, "attach", proc="init", cgroup="g") == "ok"
+    assert _run(s, "cgroup", name="g/h") == "EBUSY"
+    assert _run(s, "spawn", proc="p", cgroup="g/h") == "ENOENT"
+    assert _run(s, "mmap", proc="p", map="m", anon=True, length=1) == "ESRCH"

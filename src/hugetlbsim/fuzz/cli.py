@@ -125,10 +125,14 @@ def summary_table(summary: Summary, saved: dict[int, Path]) -> Table:
               help="Where batches run: local processes, or a Dask cluster (--scheduler).")
 @click.option("--scheduler", default=None,
               help="The Dask scheduler's address (tcp://HOST:PORT) for --executor dask.")
+@click.option("--cgroups", "interface", type=click.Choice(["mixed", "v1", "v2"]),
+              default="mixed", show_default=True,
+              help="The hugetlb cgroup interface of the scenarios (mixed: half of them v2).")
 @click.pass_context
 def fuzz(ctx: click.Context, seed: int | None, count: int | None, seconds: float | None,
          mode: Mode, jobs: int | None, out: Path, focus: tuple[str, ...],
-         per_signature: int, executor_name: str, scheduler: str | None) -> None:
+         per_signature: int, executor_name: str, scheduler: str | None,
+         interface: str = "mixed") -> None:
     """Run generated scenarios on two sides and shrink every divergence; exit 1 if any."""
     if count is not None and seconds is not None:
         raise click.UsageError("give --count or --time, not both")
@@ -144,7 +148,7 @@ def fuzz(ctx: click.Context, seed: int | None, count: int | None, seconds: float
     err.print(f"fuzz --against {mode} --seed {seed} "
               + (f"--count {count}" if count is not None else f"--time {seconds:g}")
               + (f" --jobs {jobs}" if mode == "policies" else ""), markup=False)
-    options = Options(gen=GenOptions(focus=focus), shrink=per_signature > 0)
+    options = Options(gen=GenOptions(focus=focus, cgroups=interface), shrink=per_signature > 0)
     if (executor_name == "dask") != (scheduler is not None):
         raise click.UsageError("--executor dask needs --scheduler ADDRESS, and only it takes one")
     executor: Executor

@@ -37,6 +37,9 @@ class GenOptions:
     focus: tuple[str, ...] = ()
     """Action names (see `WEIGHTS`) whose weight is multiplied by `focus_factor`."""
     focus_factor: float = 8.0
+    cgroups: str = "mixed"
+    """The hugetlb cgroup interface: ``v1``, ``v2``, or ``mixed`` (each seed draws one, half of
+    them v2, from its own stream: the steps of a seed are the same under both)."""
 
 
 @dataclass
@@ -471,9 +474,12 @@ class _Generator:
             if len(self.steps) >= target:
                 break
             ACTIONS[self.rng.choices(names, weights)[0]](self)
+        interface = self.opt.cgroups
+        if interface == "mixed":
+            interface = "v2" if random.Random(f"cgroups-{self.seed}").random() < 0.5 else "v1"
         return Scenario(steps=tuple(self.steps[:self.opt.max_steps]),
                         name=f"fuzz-{self.seed}", pool_pages=self.initial[0],
-                        pool_overcommit=self.initial[1])
+                        pool_overcommit=self.initial[1], cgroups=interface)
 
 
 WEIGHTS: dict[str, float] = {

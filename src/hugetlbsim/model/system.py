@@ -231,7 +231,10 @@ class System:
     # -- processes -------------------------------------------------------------------------
 
     def spawn(self, proc: str, cgroup: str = "root") -> None:
-        cg = self._lookup(self.cgroups, cgroup, "ENOENT", "cgroup")
+        try:
+            cg = self._lookup(self.cgroups, cgroup, "ENOENT", "cgroup")
+        except KernelError as err:  # the process never started: it is absent
+            self._fail(proc, err.result, err.why)
         if self._distributes(cg):
             self._fail(proc, "EBUSY", self._no_internal(cg))
         self.procs[proc] = Process(proc, cg)
