@@ -275,7 +275,7 @@ def test_model_state_adds_cache_subpool_overcommit() -> None:
         """), ModelBackend())
     state = trace.steps[-1].state
     assert state["overcommit"] == 2
-    assert state["files"]["hp/f"]["cached"] == [1]
+    assert state["files"]["hp/f"]["cached"] == [[1, 2]]
     assert state["mounts"]["hp"]["subpool"] == {"size": 3, "min_size": 1, "used": 3,
                                                 "min_reserve": 0}
     assert state["mounts"]["plain"]["subpool"] is None

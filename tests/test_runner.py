@@ -170,6 +170,32 @@ def test_json_trace_shape_follows_the_format_page() -> None:
     assert "explain" not in doc["steps"][2]
 
 
+def test_streamed_json_is_the_dumped_trace_and_keeps_no_step() -> None:
+    import io
+
+    from hugetlbsim.trace import JsonStream, StepRecord
+
+    kept = run(load_text(SCENARIO, "dir/toy.yaml"), FakeBackend())
+    for text in (SCENARIO, SCENARIO.split("steps:")[0] + "steps: []\n"):
+        out = io.StringIO()
+        stream = JsonStream(out)
+        seen: list[int] = []
+
+        def on_step(t: Trace, r: StepRecord, seen: list[int] = seen,
+                    stream: JsonStream = stream) -> None:
+            seen.append(r.index)
+            stream.step(t, r)
+
+        streamed = run(load_text(text, "dir/toy.yaml"), FakeBackend(), on_step=on_step,
+                       keep=False)
+        stream.end(streamed)
+        whole = run(load_text(text, "dir/toy.yaml"), FakeBackend())
+        assert out.getvalue() == whole.dumps()
+        assert streamed.steps == [] and seen == [s.index for s in whole.steps]
+        assert streamed.failures == whole.failures
+    assert len(kept.steps) == 4
+
+
 def test_trace_named_after_the_file_without_a_name() -> None:
     text = SCENARIO.replace("name: toy\n", "")
     assert run(load_text(text, "dir/no-name.yaml"), FakeBackend()).scenario == "no-name"

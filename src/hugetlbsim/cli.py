@@ -8,6 +8,7 @@ here, 4 an internal error (one line; ``hugetlbsim --debug ...`` shows the traceb
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from hugetlbsim.model.resv_map import Policy
 from hugetlbsim.model.system import SYSTEM_POLICIES
 from hugetlbsim.record import record_file
 from hugetlbsim.runner import run
-from hugetlbsim.trace import compare
+from hugetlbsim.trace import JsonStream, compare
 from hugetlbsim.views.table import diff_table, trace_table
 
 __all__ = ["main"]
@@ -153,10 +154,16 @@ def run_command(ctx: click.Context, file: str, backend: str, policy: Policy | No
                 line: str | None, as_json: bool) -> None:
     """Run a scenario; exit 1 if an expectation fails."""
     scenario = load(file)
-    trace = run(scenario, make_backend(backend, policy, line))
-    if as_json:
-        click.echo(trace.dumps())
+    if as_json:  # streamed: each step is written as it is run, then dropped
+        out = sys.stdout
+        stream = JsonStream(out)
+        trace = run(scenario, make_backend(backend, policy, line), on_step=stream.step,
+                    keep=False)
+        stream.end(trace)
+        out.write("\n")
+        out.flush()
     else:
+        trace = run(scenario, make_backend(backend, policy, line))
         _out().print(trace_table(trace))
     for failure in trace.failures:
         click.echo(f"{scenario.path}:{failure.line}: {failure}", err=True)
@@ -336,6 +343,90 @@ def status_command(as_json: bool) -> None:
         click.echo(json.dumps(status.to_json()))
     else:
         _out().print(render(status))
+
+
+# -- workloads: compositions of real programs (hugetlbsim.workloads does the work)
+
+@main.command("workload")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--emit", is_flag=True, help="Print the expanded scenario (YAML) instead.")
+@_kernel_option
+def workload_command(file: str, emit: bool, line: str | None) -> None:
+    """Expand a workload composition into a scenario; run it on the model and summarise."""
+    from hugetlbsim.workloads import api
+
+    if emit:
+        click.echo(api.emit_file(file, line), nl=False)
+    else:
+        click.echo(api.summary_file(file, line))
+
+
+@main.command("plan")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--kernel", "lines", default=None,
+              help="Plan on these kernel lines, comma-separated (6.1,6.12,6.18).")
+@click.option("--sweep", default=None, help="Also sweep 'pool' or 'limit:POD' (needs -o).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="The sweep's .png/.svg.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plans as JSON.")
+def plan_command(files: Sequence[str], lines: str | None, sweep: str | None,
+                 output: str | None, as_json: bool) -> None:
+    """Plan compositions on the model: do they fit, how they fail, the pool and limits needed."""
+    from hugetlbsim.workloads import api
+
+    chosen = [x.strip() for x in lines.split(",")] if lines else [None]
+    for chosen_line in chosen:
+        _check_line(click.get_current_context(), click.Option(["--kernel"]), chosen_line)
+    if sweep is not None:
+        if output is None or len(files) != 1:
+            raise click.UsageError("--sweep draws one composition: give one FILE and -o FILE.png")
+        _need_matplotlib()
+    click.echo(api.plan_files(files, chosen, as_json))
+    if sweep is not None and output is not None:
+        try:
+            api.sweep_file(files[0], sweep, output, chosen[0])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--sweep") from None
+        click.echo(f"wrote {output}", err=True)
+
+# -- kernel lines
+
+@main.command("kernels")
+@click.option("--model", "model", is_flag=True,
+              help="The points the model follows and the switches each carries.")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def kernels_command(model: bool, as_json: bool) -> None:
+    """List kernel releases: with --model, the points the model knows and their switches."""
+    import json
+
+    from rich.table import Table
+
+    from hugetlbsim.model.kernels import model_points_table
+
+    if not model:
+        raise click.UsageError("say which kernels: --model lists the points the model follows")
+    table = model_points_table()
+    if as_json:
+        click.echo(json.dumps({
+            "points": [{"release": p, "aliases": table.aliases[p],
+                        "switches": [s.name for s, on in zip(table.switches, table.carries[p],
+                                                             strict=True) if on]}
+                       for p in table.points],
+            "switches": [{"name": s.name, "commit": s.commit, "subject": s.subject,
+                          "mainline": ".".join(map(str, s.mainline[:2])),
+                          "backports": {f"{a}.{b}": f"{a}.{b}.{n}"
+                                        for (a, b), n in s.backports.items()},
+                          "effect": s.effect, "confirmed": s.confirmed}
+                         for s in table.switches]}))
+        return
+    grid = Table(title="kernel points the model follows (a line name means its newest point)")
+    grid.add_column("switch (commit)")
+    for point in table.points:
+        names = ", ".join(table.aliases[point])
+        grid.add_column(f"{point}\n({names})" if names else point, justify="center")
+    for i, switch in enumerate(table.switches):
+        grid.add_row(f"{switch.name} ({switch.commit})",
+                     *("yes" if table.carries[p][i] else "-" for p in table.points))
+    _out().print(grid)
 
 
 from hugetlbsim.fuzz.cli import fuzz  # noqa: E402  (the fuzz package registers its command)

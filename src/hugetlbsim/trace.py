@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 from hugetlbsim.format.loader import SECTION_KEYS, UNSIGNED_MAX
 from hugetlbsim.format.scenario import CGROUP_V2_KEYS, POOL_KEYS
@@ -21,8 +21,8 @@ _COMPARED: Final = {**SECTION_KEYS,
 """The counters `diff` compares per section: a cgroup's v1 and v2 keys (a state holds one
 interface's, and a key missing from either trace is not compared)."""
 
-__all__ = ["ABSENT", "STATE_SECTIONS", "WATERMARKS", "Difference", "StepDiff", "StepRecord",
-           "Trace", "compare", "key_name", "normalized", "same", "show_value"]
+__all__ = ["ABSENT", "STATE_SECTIONS", "WATERMARKS", "Difference", "JsonStream", "StepDiff",
+           "StepRecord", "Trace", "compare", "key_name", "normalized", "same", "show_value"]
 
 STATE_SECTIONS: Final = {"cgroup": "cgroups", "mount": "mounts", "file": "files"}
 """Expectation section → key of the trace state that holds it."""
@@ -112,6 +112,34 @@ class Trace:
     def dumps(self) -> str:
         """The JSON trace as text."""
         return json.dumps(self.to_json())
+
+
+class JsonStream:
+    """Writes a JSON trace step by step: the same text as `Trace.dumps`, holding no step."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.started = False
+
+    def _head(self, trace: Trace) -> None:
+        if not self.started:
+            head = json.dumps({**Trace(trace.backend, trace.kernel, trace.scenario).to_json()})
+            self.out.write(head[:-2])  # up to and including the steps' "["
+            self.started = True
+        else:
+            self.out.write(", ")
+
+    def step(self, trace: Trace, record: StepRecord) -> None:
+        """Write one step (after the trace's header, at the first)."""
+        self._head(trace)
+        self.out.write(json.dumps(record.to_json()))
+
+    def end(self, trace: Trace) -> None:
+        """Close the steps list and the trace object."""
+        if not self.started:
+            self.out.write(json.dumps(trace.to_json())[:-2])
+            self.started = True
+        self.out.write("]}")
 
 
 @dataclass(frozen=True)

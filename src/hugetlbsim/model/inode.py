@@ -40,6 +40,8 @@ class Inode:
     """Open file references: the scenario's handle, shm ids, hidden files of anon mappings."""
     i_mmap: list[VMA] = field(default_factory=list)
     evicted: bool = False
+    cache_version: int = 0
+    """Bumped whenever `page_cache` gains or loses a page (snapshots reuse what is unchanged)."""
 
     @property
     def in_use(self) -> bool:
@@ -69,6 +71,7 @@ def hugetlb_add_to_page_cache(inode: Inode, index: int, folio: Folio) -> None:
     folio.restore_reserve = False
     inode.page_cache[index] = folio
     inode.i_blocks += 1
+    inode.cache_version += 1
 
 
 def hugetlb_unreserve_pages(inode: Inode, start: int, end: int, freed: int) -> None:
@@ -104,6 +107,7 @@ def remove_inode_hugepages(inode: Inode, start: int, end: int = LONG_MAX) -> Non
     freed = 0
     for index in sorted(i for i in inode.page_cache if start <= i < end):
         folio = inode.page_cache.pop(index)
+        inode.cache_version += 1
         folio.in_page_cache = False
         if folio.unused:
             free_huge_folio(folio)

@@ -28,7 +28,7 @@ LOAD = 512
 class RegionStore:
     """An ordered sequence of disjoint half-open ranges ``[from, to)`` with one info each."""
 
-    __slots__ = ("_ends", "_infos", "_lasts", "_len", "_starts")
+    __slots__ = ("_ends", "_infos", "_lasts", "_len", "_starts", "version")
 
     def __init__(self) -> None:
         self._starts: list[array[int]] = []
@@ -36,6 +36,8 @@ class RegionStore:
         self._infos: list[list[object]] = []
         self._lasts: list[int] = []
         self._len = 0
+        self.version = 0
+        """Bumped by every `replace`: equal versions mean equal contents (snapshots reuse)."""
 
     def __len__(self) -> int:
         return self._len
@@ -75,6 +77,7 @@ class RegionStore:
 
     def replace(self, b: int, i: int, count: int, new: Sequence[Entry]) -> None:
         """Replace ``count`` entries starting at cursor ``(b, i)`` by ``new`` (kept sorted)."""
+        self.version += 1
         if not self._starts:
             if new:
                 self._rebuild(0, 0, array("q"), array("q"), [], new, array("q"), array("q"), [])

@@ -104,6 +104,11 @@ class ResvMap:
     def __len__(self) -> int:
         return len(self._store)
 
+    @property
+    def version(self) -> int:
+        """Changes whenever the regions change (a snapshot of them can be reused until then)."""
+        return self._store.version
+
     def regions(self) -> list[FileRegion]:
         """A read-only snapshot of the regions, in order."""
         return [FileRegion(*entry) for entry in self._store]

@@ -2,28 +2,40 @@
 
 The counters read as the kernel shows them (/proc/meminfo, sysfs, the cgroup files, statfs,
 st_blocks); the extras are what only the model knows: the overcommit limit, each mount's
-subpool, each file's reservation map and page-cache indexes.
+subpool, each file's reservation map and page-cache indexes (as runs of indexes).
+
+A file's ``regions`` and ``cached`` lists are rebuilt only when its map or page cache changed
+(their version counters); otherwise a step's state shares the previous step's lists, so a
+long trace does not copy every unchanged map at every step.  Consumers must not modify them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from hugetlbsim.model.hstate import unsigned
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.subpool import HugepageSubpool
 
 if TYPE_CHECKING:
+    from hugetlbsim.model.inode import Inode
     from hugetlbsim.model.system import System
 
-__all__ = ["snapshot"]
+__all__ = ["cached_runs", "snapshot"]
+
+_FileLists = tuple[int, int, list[list[Any]], list[list[int]]]
+"""(map version, page cache version, regions, cached runs) of one inode."""
+_lists: WeakKeyDictionary[Inode, _FileLists] = WeakKeyDictionary()
 
 
 def snapshot(system: System) -> dict[str, Any]:
     """Every counter of the trace ``state`` after the last operation, plus the extras.
 
     The extras: ``overcommit``, each mount's ``subpool`` (size, min_size, used, min reserve
-    left), each file's ``regions`` ([from, to, cgroup charged]) and ``cached`` indexes.
+    left), each file's ``regions`` ([from, to, cgroup charged]) and ``cached`` indexes as
+    runs ([from, to): every index of the run is in the page cache).
     """
     h = system.hstate
     return {
@@ -37,13 +49,35 @@ def snapshot(system: System) -> dict[str, Any]:
                     else _cgroup_v2_state(cg, cg is system.root)
                     for name, cg in system.cgroups.items()},
         "mounts": {name: _mount_state(m.spool) for name, m in system.mounts.items()},
-        "files": {name: {"blocks": inode.i_blocks, "size": inode.i_size,
-                         "regions": [[r.from_, r.to, _info_name(r.info)]
-                                     for r in inode.resv_map.regions()],
-                         "cached": sorted(inode.page_cache)}
-                  for name, inode in system.files.items()
+        "files": {name: _file_state(inode) for name, inode in system.files.items()
                   if inode.linked or name.startswith("memfd:")},
     }
+
+
+def _file_state(inode: Inode) -> dict[str, Any]:
+    """Size, blocks, and the region and cached-run lists (reused while unchanged)."""
+    known = _lists.get(inode)
+    version, cache_version = inode.resv_map.version, inode.cache_version
+    if known is None or known[0] != version or known[1] != cache_version:
+        regions = ([[r.from_, r.to, _info_name(r.info)] for r in inode.resv_map.regions()]
+                   if known is None or known[0] != version else known[2])
+        cached = (cached_runs(inode.page_cache) if known is None or known[1] != cache_version
+                  else known[3])
+        known = (version, cache_version, regions, cached)
+        _lists[inode] = known
+    return {"blocks": inode.i_blocks, "size": inode.i_size, "regions": known[2],
+            "cached": known[3]}
+
+
+def cached_runs(indexes: Iterable[int]) -> list[list[int]]:
+    """Sorted indexes as runs ``[[from, to], ...]`` (half-open, maximal)."""
+    runs: list[list[int]] = []
+    for index in sorted(indexes):
+        if runs and runs[-1][1] == index:
+            runs[-1][1] = index + 1
+        else:
+            runs.append([index, index + 1])
+    return runs
 
 
 def _cgroup_state(cg: HugetlbCgroup) -> dict[str, int | None]:

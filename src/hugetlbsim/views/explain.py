@@ -61,7 +61,8 @@ def chain(state: Mapping[str, Any]) -> Iterator[tuple[Row, str]]:
             yield (f"file {name}", "regions"), " ".join(
                 f"[{f},{t})" + (f":{cg}" if cg else "") for f, t, cg in file["regions"]) or "-"
         if "cached" in file:
-            yield (f"file {name}", "cached"), " ".join(map(str, file["cached"])) or "-"
+            yield (f"file {name}", "cached"), " ".join(
+                str(page) for f, t in file["cached"] for page in range(f, t)) or "-"
 
 
 _CGROUP_ROWS = tuple(dict.fromkeys((*CGROUP_KEYS, *CGROUP_V2_KEYS)))

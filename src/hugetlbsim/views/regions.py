@@ -58,7 +58,8 @@ def map_rows(trace: Trace, file: str) -> list[MapRow]:
         rows.append(MapRow(
             step.index, short_op(step.op, step.args), step.result,
             None if state is None else tuple((f, t, cg) for f, t, cg in state["regions"]),
-            frozenset(() if state is None else state["cached"]),
+            frozenset(() if state is None else (
+                page for f, t in state["cached"] for page in range(f, t))),
             0 if state is None else state["size"]))
     return rows
 
