@@ -41,7 +41,7 @@ from hugetlbsim.backends.kernel_cleanup import (
     cleanup,
 )
 from hugetlbsim.backends.kernel_worker import Worker, handle
-from hugetlbsim.format.scenario import Scenario
+from hugetlbsim.format.scenario import BYTE_ARGS, Scenario
 
 __all__ = [
     "CG_FILE",
@@ -135,6 +135,13 @@ def _check_scenario(scenario: Scenario, max_pages: int) -> None:
     if worst > max_pages:
         raise BackendUnavailable(
             f"the scenario could need {worst} huge pages; the kernel backend allows {max_pages}")
+    for step in scenario.steps:
+        for arg in BYTE_ARGS.get(step.op, ()):
+            value = step.args.get(arg)
+            if isinstance(value, int) and value * HP >> 64:
+                raise BackendUnavailable(
+                    f"step {step.index + 1} ({step.op}): {arg} {value} is {value * HP} bytes, "
+                    f"which no 64-bit system call argument can carry")
 
 
 def pool_busy() -> str | None:
@@ -175,23 +182,28 @@ class KernelBackend:
 class _Mapping:
     base: int
     pages: int
-    mapped: set[int]
-    """Pages of the mapping as created that are still mapped (the rest must never be touched:
-    another mapping may live there now)."""
+    mapped: list[tuple[int, int]]
+    """Sorted runs ``[first, end)`` of the pages of the mapping as created that are still mapped
+    (the rest must never be touched: another mapping may live there now).  Runs, not pages, so
+    that a mapping of tens of millions of pages costs nothing."""
 
     def addr(self, page: int) -> int:
         return self.base + page * HP
 
     def runs(self, start: int, end: int) -> list[tuple[int, int]]:
         """Mapped (first page, count) runs within [start, end)."""
-        out: list[tuple[int, int]] = []
-        for p in range(start, end):
-            if p in self.mapped:
-                if out and out[-1][0] + out[-1][1] == p:
-                    out[-1] = (out[-1][0], out[-1][1] + 1)
-                else:
-                    out.append((p, 1))
-        return out
+        return [(max(lo, start), min(hi, end) - max(lo, start)) for lo, hi in self.mapped
+                if max(lo, start) < min(hi, end)]
+
+    def unmap(self, start: int, end: int) -> None:
+        """Pages [start, end) are no longer mapped."""
+        kept = [(lo, min(hi, start)) for lo, hi in self.mapped if lo < start]
+        kept += [(max(lo, end), hi) for lo, hi in self.mapped if hi > end]
+        self.mapped = sorted(kept)
+
+    def mapped_from(self, page: int) -> int:
+        """How many pages from ``page`` on are mapped without a hole."""
+        return next((hi - page for lo, hi in self.mapped if lo <= page < hi), 0)
 
 
 @dataclass
@@ -504,7 +516,7 @@ class KernelSession:
         if child is not None:
             self._record.note("workers", [child.pid, child.start])
             self._procs[a["child"]] = _Proc(child, {
-                name: _Mapping(m.base, m.pages, set(m.mapped)) for name, m in parent.maps.items()})
+                name: _Mapping(m.base, m.pages, list(m.mapped)) for name, m in parent.maps.items()})
         return r
 
     def _op_exit(self, a: Mapping[str, Any]) -> str:
@@ -610,8 +622,7 @@ class KernelSession:
             reply = worker.call("mmap", path=path, length=pages * HP, prot=prot, flags=flags,
                                 offset=a["offset"] * HP)
         if reply["r"] == "ok":
-            self._procs[a["proc"]].maps[a["map"]] = _Mapping(reply["addr"], pages,
-                                                              set(range(pages)))
+            self._procs[a["proc"]].maps[a["map"]] = _Mapping(reply["addr"], pages, [(0, pages)])
         r: str = reply["r"]
         return r
 
@@ -634,7 +645,7 @@ class KernelSession:
         runs = m.runs(start, end)
         r = self._mem(a["proc"], "munmap", m, runs) if runs else "ok"
         if r == "ok":
-            m.mapped.difference_update(range(start, end))
+            m.unmap(start, end)
             if not m.mapped:
                 del proc.maps[a["map"]]
         return r
@@ -672,18 +683,14 @@ class KernelSession:
         m = self._procs[a["proc"]].maps.get(a["map"])
         if m is None:
             return "SIGSEGV"
-        pages = range(a["page"], a["page"] + a["count"])
-        addrs = []
-        for p in pages:
-            if p not in m.mapped:
-                break
-            addrs.append(m.addr(p))
+        count = min(a["count"], m.mapped_from(a["page"]))
         advice = ks.MADV_POPULATE_WRITE if a["write"] else ks.MADV_POPULATE_READ
         r: str = "ok"
-        if addrs:
-            r = self._worker(a["proc"]).call("touch", addrs=addrs, advice=advice)["r"]
+        if count:
+            r = self._worker(a["proc"]).call("touch", addr=m.addr(a["page"]), count=count,
+                                             advice=advice)["r"]
         if r == "ok":
-            return "ok" if len(addrs) == len(pages) else "SIGSEGV"
+            return "ok" if count == a["count"] else "SIGSEGV"
         return {"EFAULT": "SIGBUS", "EINVAL": "SIGSEGV", "ENOMEM": "SIGSEGV"}.get(r, r)
 
 

@@ -21,7 +21,8 @@ __all__ = [
     "MADV_DONTNEED", "MADV_POPULATE_READ", "MADV_POPULATE_WRITE", "MADV_REMOVE",
     "MAP_ANONYMOUS", "MAP_FAILED", "MAP_HUGETLB", "MAP_NORESERVE", "MAP_POPULATE",
     "MAP_PRIVATE", "MAP_SHARED", "PAGE_2M", "PROT_READ", "PROT_WRITE", "SHM_HUGETLB",
-    "SHM_NORESERVE", "SHM_RDONLY", "errname", "fallocate", "kill_and_wait", "madvise",
+    "SHM_NORESERVE", "SHM_RDONLY", "errname", "fallocate", "ftruncate", "kill_and_wait",
+    "madvise",
     "meminfo_hugepages", "mmap", "mount", "mount_points", "mprotect", "munmap", "read_int",
     "shm_rmid", "shmat", "shmget", "start_time", "umount", "wait_exit", "write_str"
 ]
@@ -71,6 +72,7 @@ _munmap = _fn("munmap", _c.c_int, _c.c_void_p, _c.c_size_t)
 _mprotect = _fn("mprotect", _c.c_int, _c.c_void_p, _c.c_size_t, _c.c_int)
 _madvise = _fn("madvise", _c.c_int, _c.c_void_p, _c.c_size_t, _c.c_int)
 _fallocate = _fn("fallocate", _c.c_int, _c.c_int, _c.c_int, _c.c_long, _c.c_long)
+_ftruncate = _fn("ftruncate", _c.c_int, _c.c_int, _c.c_long)
 _shmget = _fn("shmget", _c.c_int, _c.c_int, _c.c_size_t, _c.c_int)
 _shmat = _fn("shmat", _c.c_void_p, _c.c_int, _c.c_void_p, _c.c_int)
 _shmctl = _fn("shmctl", _c.c_int, _c.c_int, _c.c_int, _c.c_void_p)
@@ -91,9 +93,25 @@ def _rc(ret: int) -> str:
     return "ok" if ret == 0 else _last_error()
 
 
+def _signed(value: int) -> int:
+    """The 64-bit pattern of ``value`` as a C long: 2^63 and above arrive negative, exactly as
+    a C program passing them to an off_t / loff_t parameter would have them arrive.  A value
+    no 64-bit argument can carry is the caller's error (the loader refuses it)."""
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"{value} does not fit a 64-bit system call argument")
+    return value - (1 << 64) if value >> 63 else value
+
+
+def _unsigned(value: int) -> int:
+    """A size_t argument: checked, never silently wrapped by ctypes."""
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"{value} does not fit a 64-bit system call argument")
+    return value
+
+
 def mmap(length: int, prot: int, flags: int, fd: int, offset: int) -> tuple[str, int]:
     """mmap(2) at a kernel-chosen address: (result, address)."""
-    addr = _mmap(None, length, prot, flags, fd, offset)
+    addr = _mmap(None, _unsigned(length), prot, flags, fd, _signed(offset))
     if addr is None or addr == MAP_FAILED:
         return _last_error(), 0
     return "ok", int(addr)
@@ -122,12 +140,18 @@ def madvise(addr: int, length: int, advice: int) -> str:
 
 def fallocate(fd: int, mode: int, offset: int, length: int) -> str:
     """fallocate(2) with an explicit mode (Python only offers posix_fallocate)."""
-    return _rc(_fallocate(fd, mode, offset, length))
+    return _rc(_fallocate(fd, mode, _signed(offset), _signed(length)))
+
+
+def ftruncate(fd: int, length: int) -> str:
+    """ftruncate(2) with the length's 64-bit pattern (os.ftruncate refuses 2^63 and more with
+    OverflowError; the kernel answers EINVAL for the negative off_t they become)."""
+    return _rc(_ftruncate(fd, _signed(length)))
 
 
 def shmget(size: int, flags: int) -> tuple[str, int]:
     """shmget(IPC_PRIVATE, size, IPC_CREAT|0600|flags): (result, shmid)."""
-    shmid = _shmget(IPC_PRIVATE, size, IPC_CREAT | 0o600 | flags)
+    shmid = _shmget(IPC_PRIVATE, _unsigned(size), IPC_CREAT | 0o600 | flags)
     if shmid < 0:
         return _last_error(), -1
     return "ok", int(shmid)

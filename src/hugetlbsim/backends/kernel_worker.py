@@ -52,11 +52,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
                 r, addr = ks.mmap(req["length"], req["prot"], req["flags"], fd, req["offset"])
                 return {"r": r, "addr": addr}
             if op == "ftruncate":
-                try:
-                    os.ftruncate(fd, req["size"])
-                except OSError as e:
-                    return {"r": ks.errname(e.errno or 0)}
-                return {"r": "ok"}
+                return {"r": ks.ftruncate(fd, req["size"])}
             return {"r": ks.fallocate(fd, req["mode"], req["offset"], req["length"])}
         finally:
             if fd >= 0:
@@ -79,11 +75,13 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
                 return {"r": r}
         return {"r": "ok"}
     if op == "touch":
-        for i, addr in enumerate(req["addrs"]):
-            r = ks.madvise(addr, ks.PAGE_2M, req["advice"])
+        # One page at a time from ``addr`` (a range, not a list: a list of a long mapping's
+        # pages would not fit one message).
+        for i in range(req["count"]):
+            r = ks.madvise(req["addr"] + i * ks.PAGE_2M, ks.PAGE_2M, req["advice"])
             if r != "ok":
                 return {"r": r, "done": i}
-        return {"r": "ok", "done": len(req["addrs"])}
+        return {"r": "ok", "done": req["count"]}
     raise ValueError(f"unknown worker request {op!r}")
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 __all__ = [
     "ADVICE",
+    "BYTE_ARGS",
     "CGROUP_INTERFACES",
     "CGROUP_KEYS",
     "CGROUP_V1_ONLY_KEYS",
@@ -106,9 +107,20 @@ OPS: dict[str, tuple[Arg, ...]] = {
 }
 
 RESULTS = ("ok", "ENOMEM", "ENOSPC", "EINVAL", "EBUSY", "ENOENT", "EEXIST", "EPERM",
-           "EACCES", "ESRCH", "SIGBUS", "SIGSEGV")
+           "EACCES", "ESRCH", "EFBIG", "EOVERFLOW", "SIGBUS", "SIGSEGV")
 """The format's results, plus EACCES (MADV_REMOVE or mprotect PROT_WRITE where the mapping
-may not write) and ESRCH (a process whose spawn failed)."""
+may not write), ESRCH (a process whose spawn failed), EFBIG (fallocate or punch whose
+offset + length passes 2^63 - 1 bytes) and EOVERFLOW (mmap whose offset + length does)."""
+BYTE_ARGS: dict[str, tuple[str, ...]] = {
+    "create": ("size",), "memfd": ("size",), "truncate": ("size",),
+    "fallocate": ("offset", "length"), "punch": ("offset", "length"), "shmget": ("size",),
+    "mmap": ("offset", "length"), "mount": ("size", "min_size"),
+    "cgroup": ("limit", "rsvd_limit"),
+}
+"""The arguments the kernel receives in bytes (pages times the page size, in a 64-bit
+argument or a number written to a file): a value whose bytes pass 2^64 - 1 cannot be given
+to the kernel at all.  (Page indexes and counts of munmap, mprotect, touch and madvise are
+bounded by their mapping; pool sizes are page counts.)"""
 
 CGROUP_KEYS = ("usage", "rsvd", "max_usage", "rsvd_max_usage", "limit", "rsvd_limit",
                "failcnt", "rsvd_failcnt")

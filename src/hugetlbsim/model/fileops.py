@@ -13,6 +13,7 @@ from hugetlbsim.model.errors import KernelError
 from hugetlbsim.model.fault import alloc_hugetlb_folio
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.inode import Inode, hugetlb_add_to_page_cache, remove_inode_hugepages
+from hugetlbsim.model.limits import check_fallocate_range, check_truncate_size, page_bytes
 from hugetlbsim.model.resv_map import LONG_MAX
 from hugetlbsim.model.unmap import zap_file_range
 from hugetlbsim.model.vma import VMA, Process
@@ -25,6 +26,7 @@ __all__ = [
 
 def hugetlb_vmtruncate(inode: Inode, size: int) -> None:
     """ftruncate: set the size, unmap and free the pages beyond it, drop its reservations."""
+    check_truncate_size(size, page_bytes(inode.hstate.gigantic))
     inode.i_size = size
     zap_file_range(list(inode.i_mmap), size, LONG_MAX)
     remove_inode_hugepages(inode, size)
@@ -32,6 +34,7 @@ def hugetlb_vmtruncate(inode: Inode, size: int) -> None:
 
 def hugetlbfs_punch_hole(inode: Inode, offset: int, length: int) -> None:
     """fallocate(PUNCH_HOLE|KEEP_SIZE) over whole pages ``[offset, offset + length)``."""
+    check_fallocate_range(offset, length, page_bytes(inode.hstate.gigantic))
     zap_file_range(list(inode.i_mmap), offset, offset + length)
     remove_inode_hugepages(inode, offset, offset + length)
 
@@ -42,6 +45,7 @@ def hugetlbfs_fallocate(inode: Inode, offset: int, length: int, keep_size: bool,
 
     On failure (ENOSPC) the pages already allocated stay and the size is not raised.
     """
+    check_fallocate_range(offset, length, page_bytes(inode.hstate.gigantic))
     pseudo = VMA(task, inode, 0, LONG_MAX, 0, shared=True, noreserve=False, writable=True)
     for index in range(offset, offset + length):
         if index in inode.page_cache:

@@ -28,6 +28,13 @@ class PageCounter:
     limit: int | None = None
     watermark: int = 0
     failcnt: int = 0
+    ceiling: int | None = None
+    """What "unlimited" really allows (`PAGE_COUNTER_MAX` rounded down to huge pages: a single
+    charge above it fails even with no limit); a child inherits its parent's."""
+
+    def __post_init__(self) -> None:
+        if self.ceiling is None and self.parent is not None:
+            self.ceiling = self.parent.ceiling
 
     def try_charge(self, pages: int) -> PageCounter | None:
         """Charge every level up to the root; on failure roll back and return the level hit.
@@ -38,7 +45,8 @@ class PageCounter:
         counter: PageCounter | None = self
         while counter is not None:
             new = counter.usage + pages
-            if counter.limit is not None and new > counter.limit:
+            limit = counter.ceiling if counter.limit is None else counter.limit
+            if limit is not None and new > limit:
                 counter.failcnt += 1
                 undo: PageCounter | None = self
                 while undo is not counter and undo is not None:
@@ -134,6 +142,7 @@ class HugetlbCgroup:
         """One sentence naming the cgroup and limit that refused a charge of ``pages`` (and,
         under v2, the ``events`` counters the refusal raised)."""
         cg, which = self.refused_by(hit)
+        limit = hit.limit if hit.limit is not None else f"unlimited, at most {hit.ceiling},"
         if self.v2:
             moved: list[str] = []
             walk: HugetlbCgroup | None = self
@@ -142,10 +151,10 @@ class HugetlbCgroup:
                 walk = walk.parent
             local = "" if self.parent is None else f" and events.local of '{self.name}'"
             file = "max" if which == "fault" else "rsvd.max"
-            return (f"hugetlb.{self.size_tag}.{file} of cgroup '{cg.name}' is {hit.limit} "
+            return (f"hugetlb.{self.size_tag}.{file} of cgroup '{cg.name}' is {limit} "
                     f"pages with {hit.usage} in use, so a {which} charge of {pages} was "
                     f"refused; events went up in {', '.join(repr(n) for n in moved)}{local}")
-        return (f"the hugetlb cgroup '{cg.name}' {which} limit is {hit.limit} pages with "
+        return (f"the hugetlb cgroup '{cg.name}' {which} limit is {limit} pages with "
                 f"{hit.usage} in use, so a charge of {pages} was refused")
 
     def set_limit(self, which: str, limit: int | None) -> bool:

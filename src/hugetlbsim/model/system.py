@@ -30,6 +30,13 @@ from hugetlbsim.model.inode import Inode, vma_interval_tree_insert
 from hugetlbsim.model.invariants import check_invariants
 from hugetlbsim.model.kernels import Kernel, Switch
 from hugetlbsim.model.kernels import kernel as default_kernel
+from hugetlbsim.model.limits import (
+    check_mmap_range,
+    check_shm_size,
+    limit_ceiling,
+    limit_pages,
+    page_bytes,
+)
 from hugetlbsim.model.mm import carve, piece
 from hugetlbsim.model.reserve import hugetlb_reserve_pages
 from hugetlbsim.model.resv_map import Policy, ResvMap
@@ -110,6 +117,7 @@ class System:
                                   size_tag="1GB" if pagesize == "1G" else "2MB",
                                   memory=PageCounter() if memory_accounting else None)
         self.root.nr_tasks = 1
+        self.root.fault.ceiling = self.root.rsvd.ceiling = limit_ceiling(self._page_bytes)
         self.cgroups: dict[str, HugetlbCgroup] = {"root": self.root}
         self.procs: dict[str, Process] = {"init": Process("init", self.root)}
         self.mounts: dict[str, Mount] = {}
@@ -207,7 +215,7 @@ class System:
         for which, value in (("limit", limit), ("rsvd_limit", rsvd_limit)):
             if value is None:
                 continue
-            pages = None if value == "max" else int(value)
+            pages = None if value == "max" else limit_pages(int(value), self._page_bytes)
             if not cg.set_limit(which, pages):
                 counter = cg.fault if which == "limit" else cg.rsvd
                 raise KernelError("EBUSY", (
@@ -344,6 +352,10 @@ class System:
         """shmget(SHM_HUGETLB): reserve the whole segment now, charged to ``proc``'s cgroup."""
         if size <= 0:
             self._fail(shm, "EINVAL", "a shm segment needs at least one page")
+        try:
+            check_shm_size(size, self._page_bytes)
+        except KernelError as err:
+            self._fail(shm, err.result, err.why)
         inode = self._new_inode(f"shm:{shm}", None, linked=False, files=1)
         inode.i_size = size
         if not noreserve:
@@ -390,6 +402,7 @@ class System:
         vma = VMA(task, inode, 0, length, offset, shared, noreserve, writable,
                   maywrite=shm is None or writable)
         try:
+            check_mmap_range(offset, length, self._page_bytes)
             hugetlb_reserve_pages(inode, offset, offset + length, vma, task.cgroup)
         except KernelError as err:
             if anon:
@@ -530,6 +543,10 @@ class System:
         kids = ", ".join(c.name for c in cg.children)
         return (f"cgroup {cg.name} has child cgroups ({kids}), so under cgroup v2 it holds no "
                 f"processes")
+
+    @property
+    def _page_bytes(self) -> int:
+        return page_bytes(self.hstate.gigantic)
 
     def _fail(self, name: str, result: str, why: str) -> NoReturn:
         """An introducing step failed: the name is absent from now on."""
