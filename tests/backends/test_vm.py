@@ -470,6 +470,12 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return backend, boots
 
 
+def _fakes_alive(tmp_path: Path) -> bytes:
+    """pids of this test's fake qemu still running (other test runs may have their own)."""
+    return subprocess.run(["pgrep", "-f", str(tmp_path / "fake-qemu")],
+                          capture_output=True).stdout
+
+
 def _leftovers() -> list[str]:
     return glob.glob(os.path.join("/tmp", f"{vmboot.TMP_PREFIX}{os.getpid()}-*"))
 
@@ -498,7 +504,7 @@ def test_broken_pool_goes_on_in_a_fresh_guest(fake: Any) -> None:
 @pytest.mark.parametrize("name, kind", [("hang", "timeout"), ("crash", "crash"),
                                         ("garble", "protocol"), ("truncate", "protocol")])
 def test_misbehaving_guest_is_reported_and_the_batch_goes_on(fake: Any, name: str,
-                                                             kind: str) -> None:
+                                                             kind: str, tmp_path: Path) -> None:
     make, boots = fake
     backend = make()
     t0 = time.monotonic()
@@ -509,7 +515,7 @@ def test_misbehaving_guest_is_reported_and_the_batch_goes_on(fake: Any, name: st
     with pytest.raises(VmScenarioError, match=kind):
         run(small(name), backend)  # prepared outcomes are used once; this one runs again
     assert _leftovers() == []
-    assert subprocess.run(["pgrep", "-f", "fake-qemu"], capture_output=True).stdout == b""
+    assert _fakes_alive(tmp_path) == b""
 
 
 def test_unavailable_in_the_guest_is_backend_unavailable(fake: Any) -> None:
@@ -530,7 +536,8 @@ def test_guest_that_never_comes_up(fake: Any, tmp_path: Path) -> None:
     assert _leftovers() == []
 
 
-def test_interrupt_leaves_nothing_behind(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupt_leaves_nothing_behind(fake: Any, monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
     make, _ = fake
     backend = make()
     real_sleep = time.sleep
@@ -546,7 +553,7 @@ def test_interrupt_leaves_nothing_behind(fake: Any, monkeypatch: pytest.MonkeyPa
     with pytest.raises(KeyboardInterrupt):
         backend.prepare([small("hang")])
     assert _leftovers() == []
-    assert subprocess.run(["pgrep", "-f", "fake-qemu"], capture_output=True).stdout == b""
+    assert _fakes_alive(tmp_path) == b""
 
 
 # ---- real guests ----------------------------------------------------------------------------
@@ -614,4 +621,4 @@ def test_sigterm_leaves_nothing_behind(fake: Any, tmp_path: Path) -> None:
     proc.terminate()
     assert proc.wait(20) == 128 + 15
     assert glob.glob(prefix + "*") == []
-    assert subprocess.run(["pgrep", "-f", "fake-qemu"], capture_output=True).stdout == b""
+    assert _fakes_alive(tmp_path) == b""
