@@ -105,7 +105,11 @@ def remove_inode_hugepages(inode: Inode, start: int, end: int = LONG_MAX) -> Non
     """
     truncate = end == LONG_MAX
     freed = 0
-    for index in sorted(i for i in inode.page_cache if start <= i < end):
+    cache = inode.page_cache
+    # The cached indexes in [start, end), in order: from the range when it is the smaller.
+    indexes = ([i for i in range(start, end) if i in cache] if end - start < len(cache)
+               else sorted(i for i in cache if start <= i < end))
+    for index in indexes:
         folio = inode.page_cache.pop(index)
         inode.cache_version += 1
         folio.in_page_cache = False
