@@ -26,8 +26,12 @@ def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio]) -> None:
     every zap of the operation is done, as the TLB batch does.
     """
     h = vma.inode.hstate
-    for page in sorted(p for p in vma.ptes if start <= p < end):
-        folio = vma.ptes.pop(page).folio
+    ptes = vma.ptes
+    # The mapped pages in [start, end), in order: from the range when it is the smaller.
+    pages = ([p for p in range(start, end) if p in ptes] if end - start < len(ptes)
+             else sorted(p for p in ptes if start <= p < end))
+    for page in pages:
+        folio = ptes.pop(page).folio
         if not h.surplus_huge_pages and vma.private_owner and folio.anon:
             folio.restore_reserve = True
             index = vma.file_index(page)
