@@ -118,3 +118,19 @@ def test_world_rules() -> None:
     assert not world.valid("create", {"file": "hp/f"})
     world.apply("close", {"file": "hp/f"})
     assert world.valid("create", {"file": "hp/f"})
+
+
+def test_world_keeps_names_rmdir_and_umount_ended_nameable_but_never_live() -> None:
+    """The loader's rule (one tracker): the EBUSY retry is valid; the generator, which picks
+    from the live names only, never aims at a name that may be gone."""
+    world = World()
+    for op, args in [("cgroup", {"name": "a"}), ("spawn", {"proc": "p", "cgroup": "a"}),
+                     ("mount", {"name": "hp"}), ("create", {"file": "hp/f"}),
+                     ("rmdir", {"cgroup": "a"}), ("umount", {"name": "hp"})]:
+        assert world.valid(op, args), (op, args)
+        world.apply(op, args)
+    assert "a" not in world.cgroups and "hp" not in world.mounts and "hp/f" not in world.files
+    assert world.valid("rmdir", {"cgroup": "a"}) and world.valid("umount", {"name": "hp"})
+    assert world.valid("close", {"file": "hp/f"}) and world.valid("mount", {"name": "hp"})
+    world.apply("mount", {"name": "hp"})
+    assert not world.valid("close", {"file": "hp/f"})
