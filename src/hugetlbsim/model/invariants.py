@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from hugetlbsim.model.folio import Folio
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
+from hugetlbsim.model.inode import Inode
+from hugetlbsim.model.resv_map import FileRegion
 from hugetlbsim.model.vma import VMA
 
 if TYPE_CHECKING:
@@ -37,17 +39,23 @@ def check_invariants(system: System) -> None:
     vmas = [v for p in system.procs.values() for pieces in p.maps.values() for v in pieces]
     folios = system.folios()
     outstanding = 0
+    live = set(vmas)
+    linked: dict[Inode, set[VMA]] = {}
     for inode in system.inodes:
         inode.resv_map.check()
         assert inode.i_blocks == len(inode.page_cache), f"{inode.name}: i_blocks off"
-        for index in inode.page_cache:
-            assert inode.resv_map.region_count(index, index + 1) == 1, (
-                f"{inode.name}: page {index} is cached but not in the reservation map")
-        outstanding += sum(r.to - r.from_ for r in inode.resv_map.regions())
+        regions = inode.resv_map.regions()
+        index = _first_uncovered(sorted(inode.page_cache), regions)
+        assert index is None, (
+            f"{inode.name}: page {index} is cached but not in the reservation map")
+        outstanding += sum(r.to - r.from_ for r in regions)
         outstanding -= len(inode.page_cache)
-        assert set(inode.i_mmap) <= set(vmas), f"{inode.name}: i_mmap has dead VMAs"
+        linked[inode] = set(inode.i_mmap)
+        assert linked[inode] <= live, f"{inode.name}: i_mmap has dead VMAs"
     for vma in vmas:
-        assert vma in vma.inode.i_mmap, f"a VMA of {vma.inode.name} is not in its i_mmap"
+        if vma.inode not in linked:
+            linked[vma.inode] = set(vma.inode.i_mmap)
+        assert vma in linked[vma.inode], f"a VMA of {vma.inode.name} is not in its i_mmap"
         if vma.resv is not None:
             vma.resv.map.check()
         if vma.private_owner:
@@ -67,6 +75,18 @@ def check_invariants(system: System) -> None:
     assert len(folios) == h.nr_huge_pages - h.free_huge_pages, (
         f"{len(folios)} pages in use but Total - Free = {h.nr_huge_pages - h.free_huge_pages}")
     _check_charges(system, folios, vmas)
+
+def _first_uncovered(indexes: list[int], regions: list[FileRegion]) -> int | None:
+    """The first of the sorted ``indexes`` that no region covers (one walk of both)."""
+    walk = iter(regions)
+    region = next(walk, None)
+    for index in indexes:
+        while region is not None and region.to <= index:
+            region = next(walk, None)
+        if region is None or region.from_ > index:
+            return index
+    return None
+
 
 def _check_charges(system: System, folios: list[Folio], vmas: list[VMA]) -> None:
     """Each cgroup's usage is the sum of the charges outstanding in its subtree.
@@ -106,4 +126,3 @@ def _check_charges(system: System, folios: list[Folio], vmas: list[VMA]) -> None
         if system.cgroup_interface == "v2" and cg is not system.root:
             assert not (cg.children and cg.nr_tasks), (
                 f"{cg.name}: a v2 cgroup with children holds {cg.nr_tasks} processes")
-
