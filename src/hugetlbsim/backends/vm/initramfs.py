@@ -59,6 +59,7 @@ export PATH=/bin
 busybox mount -t proc proc /proc
 busybox mount -t sysfs sysfs /sys
 busybox mount -t devtmpfs devtmpfs /dev
+busybox mount -t cgroup2 cgroup2 /sys/fs/cgroup
 cd {GUEST_SRC}
 /usr/bin/python3 -S -E -B -m {GUEST_MODULE} {BATCH_PATH} {RESULT_PORT}
 echo "hugetlbsim guest: python exited with status $?"
