@@ -144,7 +144,7 @@ _policy_option = click.option("--policy", type=click.Choice(SYSTEM_POLICIES), de
 
 
 @main.command("run")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @_backend_option
 @_policy_option
 @_kernel_option
@@ -172,7 +172,7 @@ def run_command(ctx: click.Context, file: str, backend: str, policy: Policy | No
 
 
 @main.command("diff")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @_policy_option
 @_kernel_option
 @click.option("--watermarks", is_flag=True, help="Also compare max_usage and rsvd_max_usage.")
@@ -231,7 +231,7 @@ def _line_of(backend: Backend) -> str:
 
 
 @main.command("record")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 def record_command(file: str) -> None:
     """Run a scenario on the kernel and write what it showed into the file's expect blocks."""
     path = Path(file)
@@ -254,7 +254,7 @@ def _need_matplotlib() -> None:
 
 
 @main.command("plot")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="A .png, .svg or .html file (default: FILE's name with .png, here).")
 @_backend_option
@@ -282,7 +282,7 @@ def plot_command(file: str, output: str | None, backend: str, policy: Policy | N
 
 
 @main.command("regions")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("--file", "name", required=True, help="The scenario file to show (hp/f).")
 @_policy_option
 @_kernel_option
@@ -311,7 +311,7 @@ def regions_command(file: str, name: str, policy: Policy | None, line: str | Non
 
 
 @main.command("explain")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("--step", "index", type=click.IntRange(min=0), required=True,
               help="The step's index (as run shows it).")
 @_policy_option
@@ -348,7 +348,7 @@ def status_command(as_json: bool) -> None:
 # -- workloads: compositions of real programs (hugetlbsim.workloads does the work)
 
 @main.command("workload")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("--emit", is_flag=True, help="Print the expanded scenario (YAML) instead.")
 @_kernel_option
 def workload_command(file: str, emit: bool, line: str | None) -> None:
@@ -362,7 +362,7 @@ def workload_command(file: str, emit: bool, line: str | None) -> None:
 
 
 @main.command("plan")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--kernel", "lines", default=None,
               help="Plan on these kernel lines, comma-separated (6.1,6.12,6.18).")
 @click.option("--sweep", default=None, help="Also sweep 'pool' or 'limit:POD' (needs -o).")

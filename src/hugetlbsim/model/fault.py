@@ -16,6 +16,11 @@ from hugetlbsim.model.folio import Folio, free_huge_folio
 from hugetlbsim.model.hstate import unsigned
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.inode import hugetlb_add_to_page_cache
+from hugetlbsim.model.kernels import (
+    COW_OWNER_TAKES_SUBPOOL_RESERVE,
+    GBL_CHG_DECIDES_CONSUMPTION,
+    SUBPOOL_UNWIND_EXACT,
+)
 from hugetlbsim.model.reserve import (
     vma_commit_reservation,
     vma_end_reservation,
@@ -44,13 +49,16 @@ def alloc_hugetlb_folio(vma: VMA, index: int, cow_from_owner: bool,
     The error path mirrors 6.18's unwinding, including its leak: a subpool page taken
     without a min_size reserve (`gbl_chg == 1`) is not returned when the allocation fails
     later, so a `size=` mount loses one page of capacity per failed fault (live-kernel P14d).
+    Older releases differ where ``h.kernel`` lacks `COW_OWNER_TAKES_SUBPOOL_RESERVE`,
+    `GBL_CHG_DECIDES_CONSUMPTION` or `SUBPOOL_UNWIND_EXACT` (see `hugetlbsim.model.kernels`).
     """
     h, spool = vma.inode.hstate, vma.inode.spool
+    k = h.kernel
     if cow_from_owner:
         map_chg = MapChg.ENFORCED
     else:
         map_chg = MapChg.NEEDED if vma_needs_reservation(vma, index) else MapChg.REUSE
-    gbl_chg = 0
+    gbl_chg = took = 0  # took: 1 when the page came out of the subpool's min_size reserve
     try:
         if map_chg != MapChg.REUSE:
             got = 1 if spool is None else spool.get_pages(1)
@@ -59,21 +67,37 @@ def alloc_hugetlb_folio(vma: VMA, index: int, cow_from_owner: bool,
                 raise KernelError("ENOSPC", (
                     f"the mount's size= limit of {spool.max_hpages} pages is used up "
                     f"({spool.used_hpages} reserved or allocated)"))
-            gbl_chg = got
+            gbl_chg, took = got, int(spool is not None and got == 0)
+            if map_chg == MapChg.ENFORCED and not k.has(COW_OWNER_TAKES_SUBPOOL_RESERVE):
+                # Before 58db7c5fbe7d, avoid_reserve "avoids even the subpool reservations":
+                # the reserve get_pages handed out is debited but gbl_chg is forced to 1.
+                gbl_chg = 1
             hit = cgroup.charge_rsvd(1)
             if hit is not None:
-                _subpool_put(vma, map_chg, gbl_chg)
+                _subpool_put(vma, map_chg, gbl_chg, took)
                 raise KernelError("ENOSPC", cgroup.refusal(hit, 1))
         hit = cgroup.charge_fault(1)
         if hit is not None:
             _uncharge_rsvd(cgroup, map_chg)
-            _subpool_put(vma, map_chg, gbl_chg)
+            _subpool_put(vma, map_chg, gbl_chg, took)
             raise KernelError("ENOSPC", cgroup.refusal(hit, 1))
-        if not (h.dequeue_huge_page(gbl_chg) or h.alloc_surplus_page()):
+        if k.has(GBL_CHG_DECIDES_CONSUMPTION):
+            consume = consume_surplus = not gbl_chg
+        else:
+            # Before 923682a0dd57 (v6.14): `vma_has_reserves(vma, gbl_chg)` decides, on the
+            # dequeue path (which then needs no unreserved page); the buddy (surplus) path also
+            # tests `!avoid_reserve` (58db7c5fbe7d dropped that test on the dequeue path only).
+            consume = _vma_has_reserves(vma, gbl_chg)
+            consume_surplus = consume and map_chg != MapChg.ENFORCED
+        if h.dequeue_huge_page(int(not consume)):
+            consumed = consume
+        elif h.alloc_surplus_page():
+            consumed = consume_surplus
+        else:
             cgroup.fault.uncharge(1)
             _uncharge_rsvd(cgroup, map_chg)
-            _subpool_put(vma, map_chg, gbl_chg)
-            raise KernelError("ENOSPC", _no_page_sentence(vma, map_chg, gbl_chg))
+            _subpool_put(vma, map_chg, gbl_chg, took)
+            raise KernelError("ENOSPC", _no_page_sentence(vma, map_chg, not consume))
     except KernelError:
         if map_chg != MapChg.ENFORCED:
             vma_end_reservation(vma, index)
@@ -85,9 +109,12 @@ def alloc_hugetlb_folio(vma: VMA, index: int, cow_from_owner: bool,
         # limit, so the charge cannot fail.
         cgroup.memory.try_charge(1)
         folio.memcg = cgroup
-    if not gbl_chg:
+    if consumed:
         folio.restore_reserve = True
         h.resv_huge_pages -= 1
+    elif took:
+        # Older releases: the subpool's reserve was debited, no global one consumed.
+        h.resv_drift += 1
     if map_chg != MapChg.ENFORCED:
         vma_commit_reservation(vma, index)
     return folio
@@ -98,16 +125,45 @@ def _uncharge_rsvd(cgroup: HugetlbCgroup, map_chg: MapChg) -> None:
         cgroup.rsvd.uncharge(1)
 
 
-def _subpool_put(vma: VMA, map_chg: MapChg, gbl_chg: int) -> None:
-    """Return the subpool page only if it came out of the min_size reserve (6.15+)."""
+def _vma_has_reserves(vma: VMA, chg: int) -> bool:
+    """`vma_has_reserves` (dropped in v6.14 by the 923682a0dd57 series): whether an allocation
+    for ``vma`` with global charge ``chg`` consumes a global reservation.
+
+    MAP_NORESERVE: only a shared mapping whose index another mapping reserved; shared: when
+    ``chg == 0``; private: only the owner of the reservation map, when ``chg == 0``.  A fork
+    child and a private MAP_NORESERVE mapping never do.
+    """
+    if vma.noreserve:
+        return vma.shared and chg == 0
+    if vma.shared:
+        return chg == 0
+    return vma.owner and vma.resv is not None and chg == 0
+
+
+def _subpool_put(vma: VMA, map_chg: MapChg, gbl_chg: int, took: int) -> None:
+    """Give the subpool its page back after a failed allocation.
+
+    Since a833a693a490 (v6.15) only a page that came out of the min_size reserve
+    (``gbl_chg == 0``) goes back, and the global reservation follows put's answer.  Before,
+    `out_subpool_put` put back every page taken (``map_chg || avoid_reserve``) and ignored the
+    answer: on a min_size mount a page taken with ``gbl_chg == 1`` refills `rsv_hpages` with
+    no global reservation behind it.
+    """
     spool = vma.inode.spool
-    if map_chg != MapChg.REUSE and not gbl_chg and spool is not None:
+    if map_chg == MapChg.REUSE or spool is None:
+        return
+    h = vma.inode.hstate
+    if not h.kernel.has(SUBPOOL_UNWIND_EXACT):
+        rsv = spool.rsv_hpages
+        spool.put_pages(1)
+        h.resv_drift += took - (spool.rsv_hpages - rsv)
+    elif not gbl_chg:
         vma.inode.hstate.hugetlb_acct_memory(-spool.put_pages(1))
 
 
-def _no_page_sentence(vma: VMA, map_chg: MapChg, gbl_chg: int) -> str:
+def _no_page_sentence(vma: VMA, map_chg: MapChg, need_unreserved: bool) -> str:
     h = vma.inode.hstate
-    if not gbl_chg:
+    if not need_unreserved:
         need = f"no free page ({h.free_huge_pages} free)"
     else:
         avail = unsigned(h.free_huge_pages - h.resv_huge_pages)

@@ -14,6 +14,7 @@ from hugetlbsim.model.errors import KernelError
 from hugetlbsim.model.hstate import unsigned
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.inode import Inode
+from hugetlbsim.model.kernels import SUBPOOL_UNWIND_EXACT, SUBPOOL_USED_RESTORE_ON_FAILED_RESERVE
 from hugetlbsim.model.resv_map import ResvMap
 from hugetlbsim.model.vma import VMA, PrivateResv
 
@@ -57,12 +58,18 @@ def hugetlb_reserve_pages(inode: Inode, f: int, t: int, vma: VMA | None,
             f"used, so {chg} more cannot be reserved"))
     free, resv = h.free_huge_pages, h.resv_huge_pages
     if not h.hugetlb_acct_memory(gbl):
-        if spool is not None:
+        if spool is not None and h.kernel.has(SUBPOOL_UNWIND_EXACT):
             # Undo in two parts (a833a693a490): what came from the min_size reserve goes
             # back through put_pages; the rest is taken off used_hpages (1d3f9bb4c8af).
             h.hugetlb_acct_memory(-spool.put_pages(chg - gbl))
-            if spool.max_hpages != -1:
+            if h.kernel.has(SUBPOOL_USED_RESTORE_ON_FAILED_RESERVE) and spool.max_hpages != -1:
                 spool.used_hpages -= gbl
+        elif spool is not None:
+            # Before a833a693a490 (`out_put_pages`): the whole chg goes back and put's answer
+            # is ignored, so a min_size reserve is refilled beyond what was taken from it.
+            rsv = spool.rsv_hpages
+            spool.put_pages(chg)
+            h.resv_drift -= spool.rsv_hpages - rsv - (chg - gbl)
         cgroup.rsvd.uncharge(chg)
         if shared:
             inode.resv_map.region_abort(f, t, needed)

@@ -28,7 +28,7 @@ from hugetlbsim.model.hstate import HState
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup, PageCounter
 from hugetlbsim.model.inode import Inode, vma_interval_tree_insert
 from hugetlbsim.model.invariants import check_invariants
-from hugetlbsim.model.kernels import Kernel, Switch
+from hugetlbsim.model.kernels import MEMCG_HUGETLB, Kernel
 from hugetlbsim.model.kernels import kernel as default_kernel
 from hugetlbsim.model.limits import (
     check_mmap_range,
@@ -51,13 +51,6 @@ SYSTEM_POLICIES: tuple[Policy, ...] = ("6.18", "v7")
 """Region policies a whole system can run: "legacy" predates the per-region cgroup uncharge
 info, so its merges would move reservation charges between cgroups."""
 
-
-MEMCG_HUGETLB = Switch(
-    "memcg_hugetlb", "8cba9576df60",
-    "hugetlb: memcg: account hugetlb-backed memory in memory controller", (6, 7, 0),
-    effect="cgroup2's memory_hugetlb_accounting mount option: pages charged to memcg at "
-           "allocation, uncharged when freed (before: the option does not exist, EINVAL)")
-"""The change that makes ``memory_accounting`` possible at all."""
 
 
 def _interface(cgroups: str, memory_accounting: bool, kernel: Kernel) -> str:
@@ -179,8 +172,12 @@ class System:
         self.absent.discard(name)
 
     def umount(self, name: str) -> None:
-        """Unmount: EBUSY while a file is open or mapped; else every file goes."""
-        mount = self._lookup(self.mounts, name, "EINVAL", "mount")
+        """Unmount: EBUSY while a file is open or mapped; else every file goes.
+
+        A mount that is not there (its mount failed, or it is already gone) is a mount point
+        that no longer exists: umount(2) answers ENOENT, and so do its files from then on.
+        """
+        mount = self._lookup(self.mounts, name, "ENOENT", "mount")
         for inode in mount.inodes:
             if inode.files or inode.i_mmap:
                 raise KernelError("EBUSY", (
@@ -190,7 +187,9 @@ class System:
             self._evict(inode)
         for path in [p for p, i in self.files.items() if i in mount.inodes]:
             del self.files[path]
+            self.absent.add(path)
         del self.mounts[name]
+        self.absent.add(name)
         if mount.spool is not None:
             mount.spool.put()
 
@@ -235,6 +234,7 @@ class System:
                 folio.cgroup = cg.parent
         cg.css_offline()
         del self.cgroups[cgroup]
+        self.absent.add(cgroup)  # a later step naming it meets a directory that is gone
 
     # -- processes -------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from hugetlbsim.model.folio import Folio, free_huge_folio
+from hugetlbsim.model.kernels import RESTORE_RESERVE_ON_UNMAP, UNMAP_RESTORE_ONLY_IF_UNMAPPED
 from hugetlbsim.model.reserve import hugetlb_vm_op_close, vma_add_reservation, vma_needs_reservation
 from hugetlbsim.model.vma import VMA
 
@@ -26,13 +27,19 @@ def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio]) -> None:
     every zap of the operation is done, as the TLB batch does.
     """
     h = vma.inode.hstate
+    # df7a6d1f6405 (v6.8) added the restore; before it a zap touches no reservation.
+    restores = h.kernel.has(RESTORE_RESERVE_ON_UNMAP)
+    # "hugetlb: only adjust reservation during unmapping if mapcount is 0" (6.12.110):
+    # a page another process still maps (a fork child) is left alone.
+    last_only = h.kernel.has(UNMAP_RESTORE_ONLY_IF_UNMAPPED)
     ptes = vma.ptes
     # The mapped pages in [start, end), in order: from the range when it is the smaller.
     pages = ([p for p in range(start, end) if p in ptes] if end - start < len(ptes)
              else sorted(p for p in ptes if start <= p < end))
     for page in pages:
         folio = ptes.pop(page).folio
-        if not h.surplus_huge_pages and vma.private_owner and folio.anon:
+        if restores and not h.surplus_huge_pages and vma.private_owner and folio.anon and (
+                not last_only or folio.mapcount == 1):
             folio.restore_reserve = True
             index = vma.file_index(page)
             # Without a marker to remove (rc == 0) the kernel neither adds nor ends: the
