@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "hugetlbsim"
 
 RANKS = {"model": 0, "format": 1, "trace": 2, "record": 3, "backends": 4, "runner": 5,
-         "views": 6, "fuzz": 7, "cli": 8}
+         "views": 6, "workloads": 7, "fuzz": 8, "cli": 9}
 """Room → rank, bottom up; a room is a subpackage or a top-level module."""
 
 
