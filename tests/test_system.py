@@ -343,3 +343,23 @@ def test_operations_are_the_formats() -> None:
     from hugetlbsim.format.scenario import OPS
 
     assert set(OPS) == System.OPERATIONS
+
+
+def test_names_really_gone_get_enoent() -> None:
+    """A cgroup removed and a mount unmounted are gone: naming them again is the kernel's
+    ENOENT (their directories no longer exist), not a caller error."""
+    system = System(pool_pages=2)
+    ok(system, "cgroup", name="a")
+    ok(system, "rmdir", cgroup="a")
+    assert res(system, "rmdir", cgroup="a") == "ENOENT"
+    assert res(system, "spawn", proc="p", cgroup="a") == "ENOENT"
+    assert res(system, "mmap", proc="p", map="m", anon=True, length=1) == "ESRCH"
+    ok(system, "mount", name="hp")
+    ok(system, "create", file="hp/f")
+    assert res(system, "umount", name="hp") == "EBUSY"
+    ok(system, "close", file="hp/f")
+    ok(system, "umount", name="hp")
+    assert res(system, "umount", name="hp") == "ENOENT"
+    assert res(system, "truncate", file="hp/f", size=1) == "ENOENT"
+    ok(system, "mount", name="hp")  # the name is free again
+    ok(system, "cgroup", name="a")

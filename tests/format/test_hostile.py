@@ -518,8 +518,6 @@ def test_cli_fifo_does_not_hang(tmp_path: Path) -> None:
     _refused(fifo, "is a FIFO, not a regular file")
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py declares FILE as click.Path(dir_okay=False), so "
-                   "click answers a directory with a usage message before the loader sees it")
 def test_cli_directory(tmp_path: Path) -> None:
     d = tmp_path / "dir.yaml"
     d.mkdir()
@@ -547,8 +545,6 @@ def test_cli_rmdir_busy_then_retry_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="the model raises ScenarioMisuse for a cgroup, mount or "
-                   "file that no longer exists instead of answering ENOENT (model room)")
 @pytest.mark.parametrize("steps", [
     "  - cgroup: {name: a}\n  - rmdir: {cgroup: a}\n  - rmdir: {cgroup: a}\n"
     "    expect: {result: ENOENT}\n",

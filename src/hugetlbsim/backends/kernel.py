@@ -230,6 +230,7 @@ class KernelSession:
         self._procs: dict[str, _Proc] = {}
         self._files: dict[str, _File] = {}
         self._mounts: dict[str, tuple[str, bool]] = {}
+        self._unmounted: set[str] = set()
         self._cgroups: list[str] = []
         self._cg_tree: Hierarchy | None = None
         self._shms: dict[str, tuple[int, int]] = {}
@@ -456,18 +457,22 @@ class KernelSession:
                 os.rmdir(path)
             return r
         self._mounts[a["name"]] = (path, a["size"] is not None)
+        self._unmounted.discard(a["name"])
         return "ok"
 
     def _op_umount(self, a: Mapping[str, Any]) -> str:
         name = a["name"]
         if name not in self._mounts:
-            return "EINVAL"  # umount(2) of a directory where nothing is mounted
+            # umount(2) where nothing is mounted: of a mount point removed after its umount,
+            # ENOENT; of the directory a failed mount left, EINVAL (as measured: P04c)
+            return "ENOENT" if name in self._unmounted else "EINVAL"
         path = self._mounts[name][0]
         r = ks.umount(path)
         if r == "ok":
             if path not in ks.mount_points():
                 os.rmdir(path)
             del self._mounts[name]
+            self._unmounted.add(name)
             for fname in [n for n, f in self._files.items() if f.mount == name]:
                 del self._files[fname]
         return r

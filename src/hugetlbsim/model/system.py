@@ -120,6 +120,8 @@ class System:
         self.shms: dict[str, Shm] = {}
         self.inodes: list[Inode] = []
         self.absent: set[str] = set()
+        self.unmounted: set[str] = set()
+        """Mounts a successful umount removed (their mount points are gone)."""
         self.subpools: list[HugepageSubpool] = []
         """Every subpool ever mounted (an unmounted one may still be released later)."""
         self.last_explanation: str | None = None
@@ -166,6 +168,7 @@ class System:
                     f"min_size={min_size} must be reserved at mount but only "
                     f"{h.free_huge_pages - h.resv_huge_pages} pages are free and unreserved "
                     f"and overcommit allows {h.surplus_capacity()} more surplus pages"))
+        self.unmounted.discard(name)
         self.mounts[name] = Mount(name, spool)
         if spool is not None:
             self.subpools.append(spool)
@@ -174,10 +177,13 @@ class System:
     def umount(self, name: str) -> None:
         """Unmount: EBUSY while a file is open or mapped; else every file goes.
 
-        A mount that is not there (its mount failed, or it is already gone) is a mount point
-        that no longer exists: umount(2) answers ENOENT, and so do its files from then on.
+        A mount whose mount failed leaves a directory where nothing is mounted (EINVAL, as
+        measured: P04c); one already unmounted is a mount point that is gone (ENOENT), and so
+        are its files from then on.
         """
-        mount = self._lookup(self.mounts, name, "ENOENT", "mount")
+        if name in self.unmounted:
+            raise KernelError("ENOENT", f"mount {name} was unmounted: its mount point is gone")
+        mount = self._lookup(self.mounts, name, "EINVAL", "mount")
         for inode in mount.inodes:
             if inode.files or inode.i_mmap:
                 raise KernelError("EBUSY", (
@@ -189,7 +195,7 @@ class System:
             del self.files[path]
             self.absent.add(path)
         del self.mounts[name]
-        self.absent.add(name)
+        self.unmounted.add(name)
         if mount.spool is not None:
             mount.spool.put()
 
