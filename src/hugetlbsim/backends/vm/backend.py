@@ -4,8 +4,9 @@ A guest boot costs seconds, so the backend works in batches: `VmBackend.prepare`
 scenarios in one boot (more only when a scenario breaks the pool or hangs) and keeps their
 results; `VmBackend.open` then hands out a `VmSession` that replays one scenario's recorded
 results and states to the runner, step by step, exactly as a live session would have
-returned them.  `open` on a scenario that was not prepared runs it in a boot of its own.
-`run_many` does both for a list of scenarios and returns their traces.
+returned them.  `open` on a scenario that was not prepared runs it in a boot of its own, so
+a caller with many scenarios calls `prepare` with all of them, then `hugetlbsim.runner.run`
+on each as usual.
 
 Backend specs: ``vm:6.1`` (the newest cached 6.1 kernel), ``vm:6.12``, or an exact release
 ``vm:6.1.0-57-cloud-amd64``; options follow a ``?`` (``vm:6.12?mem=2048``).
@@ -18,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hugetlbsim.backends.base import BackendUnavailable
 from hugetlbsim.backends.vm.boot import BootOptions, BootStats, Outcome, run_batch
@@ -33,9 +34,6 @@ from hugetlbsim.backends.vm.cache import (
 from hugetlbsim.backends.vm.frames import scenario_to_wire
 from hugetlbsim.backends.vm.initramfs import InitramfsError, build_initramfs
 from hugetlbsim.format.scenario import Scenario
-
-if TYPE_CHECKING:
-    from hugetlbsim.runner import Run
 
 __all__ = [
     "VmBackend",
@@ -186,21 +184,6 @@ class VmBackend:
             raise BackendUnavailable(f"in the {self.kernel.uname} guest: {outcome.message}")
         raise VmScenarioError(f"{scenario.name or scenario.path} on {self.kernel.uname}: "
                               f"{outcome.kind}: {outcome.message}")
-
-    def run_many(self, scenarios: Sequence[Scenario]
-                 ) -> list[Run | BackendUnavailable | VmScenarioError]:
-        """Traces (`hugetlbsim.runner.Trace`) of many scenarios from as few boots as
-        possible; a scenario that could not run gives its exception instead of a trace."""
-        from hugetlbsim.runner import run
-
-        self.prepare(scenarios)
-        out: list[Run | BackendUnavailable | VmScenarioError] = []
-        for s in scenarios:
-            try:
-                out.append(run(s, self))
-            except (BackendUnavailable, VmScenarioError) as e:
-                out.append(e)
-        return out
 
 
 def backend_from_spec(spec: str | VmSpec, cache: Path | None = None,
