@@ -145,7 +145,9 @@ class ResvMap:
             if extra <= 0 or self.region_cache_count >= self.adds_in_progress + extra:
                 break
             self._allocate_file_region_entries(extra)
-        added = self._fill_gaps(f, t, info)
+        # Nothing missing (a fault on a reserved index): the walk would splice back what it
+        # read, so the map is left as it is.
+        added = self._fill_gaps(f, t, info) if actual else 0
         self.adds_in_progress -= regions_needed
         return added
 
