@@ -22,8 +22,9 @@ Each family grows one dimension and keeps the rest small:
 * ``server``: n processes of the "1 TB server" (524 288 pages of 2 MB for n = 1 000): each
   maps and faults its own 512-page slice of one shared file, then every process exits.
 
-Every run goes through `hugetlbsim.runner.run` with the whole trace kept and then dumped as
-JSON text, as ``hugetlbsim run --json`` does.  Each (family, size, code) runs in a fresh
+Every run goes through `hugetlbsim.runner.run` and writes the JSON trace (to /dev/null) as
+``hugetlbsim run --json`` does: streamed step by step where the code can (`JsonStream`), else
+kept whole and dumped.  Each (family, size, code) runs in a fresh
 subprocess so peak memory (ru_maxrss above the interpreter's start) is its own; the "before"
 code runs from a git worktree of ``--base`` (created in /tmp if missing) through PYTHONPATH.
 A run longer than the timeout is shown as ``>T``, and larger sizes of that family are skipped.
@@ -202,15 +203,35 @@ def worker(family: str, n: int) -> dict[str, Any]:
     else:
         scenario = _scenario(pool, steps)
     loaded = time.perf_counter()
-    trace = run(scenario, ModelBackend())
-    ran = time.perf_counter()
-    text = trace.dumps()
+    with open(os.devnull, "w") as out:
+        counted = _Counting(out)
+        try:  # as `run --json` does: streamed where the code can, else kept and dumped
+            from hugetlbsim.trace import JsonStream
+        except ImportError:
+            trace = run(scenario, ModelBackend())
+            counted.write(trace.dumps())
+        else:
+            stream = JsonStream(counted)  # type: ignore[arg-type]
+            trace = run(scenario, ModelBackend(), on_step=stream.step, keep=False)
+            stream.end(trace)
     done = time.perf_counter()
     if getattr(trace, "failures", None):
         raise SystemExit(f"{family} {n}: expectations failed")
-    return {"seconds": done - start, "load": loaded - start, "run": ran - loaded,
-            "dump": done - ran, "steps": len(steps), "trace_mb": len(text) / 1e6,
+    return {"seconds": done - start, "load": loaded - start, "run": done - loaded,
+            "steps": len(steps), "trace_mb": counted.chars / 1e6,
             "peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kb) / 1024}
+
+
+class _Counting:
+    """A text sink that counts what goes through it."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.chars = 0
+
+    def write(self, text: str) -> int:
+        self.chars += len(text)
+        return int(self.out.write(text))
 
 
 def measure(src: Path, family: str, n: int, timeout: float) -> dict[str, Any] | None:
