@@ -138,6 +138,14 @@ CASES: dict[str, dict[int, list[tuple[tuple[str, ...], Expect]]]] = {
         9: [((P18,), {"result": "ENOMEM", "bfree": {"hp": 2}}),
             ((P170, P192, P12), {"result": "ENOMEM", "bfree": {"hp": 4}})],
     },
+    # Switch subpool_used_restore_on_failed_reserve (1d3f9bb4c8af): get(3) passes size= 4,
+    # acct(3) fails with 2 free.  6.18 (a833 + 1d3f): put(0), used -= 3; 6.1/6.12: put(3).
+    # Either way used_hpages is 0 again and a 2-page mmap fits.
+    "subpool-size-failed-mmap": {
+        2: [(ALL, {"result": "ENOMEM", "rsvd": 0, "bfree": {"hp": 4}})],
+        3: [(ALL, {"result": "ok", "rsvd": 2, "bfree": {"hp": 2}})],
+        6: [(ALL, {"rsvd": 0, "bfree": {"hp": 4}})],
+    },
     # Switch cow_owner_takes_subpool_reserve (58db7c5fbe7d): off on 6.1.170 only.
     "cow-owner-subpool": {
         0: [(ALL, {"rsvd": 4})],
@@ -260,6 +268,20 @@ def test_min_count_wraps_once_rsvd_underflowed() -> None:
                kernel=kernel(P12))
     h.set_max_huge_pages(0)  # min_count = -1 + 3 - 2 = 0: both free pages go
     assert (h.nr_huge_pages, h.free_huge_pages, h.surplus_huge_pages) == (1, 0, 1)
+
+
+def test_a833_without_1d3f_leaks_the_global_part() -> None:
+    """A release with a833a693a490 but not 1d3f9bb4c8af (6.15.0: neither 6.15 nor a 6.15.y
+    backport of 1d3f is known): the failed mmap's global part (3) stays in used_hpages."""
+    from hugetlbsim.model.kernels import Kernel
+    from hugetlbsim.model.system import System
+
+    system = System(pool_pages=2, kernel=Kernel((6, 15, 0)))
+    for op, args in [("mount", {"name": "hp", "size": 4}),
+                     ("create", {"file": "hp/g", "size": 3}),
+                     ("mmap", {"proc": "init", "map": "g", "file": "hp/g", "length": 3})]:
+        system.apply(op, args)
+    assert system.snapshot()["mounts"]["hp"]["free"] == 1
 
 
 def _recorded() -> list[Path]:

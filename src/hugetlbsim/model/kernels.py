@@ -85,8 +85,8 @@ RESTORE_RESERVE_ON_UNMAP: Final = _switch(Switch(
            "before: Free+1 only, and the re-fault needs an unreserved page and charges the "
            "faulting task's rsvd counter)",
     scenario="tests/kernel-lines/restore-reserve-on-unmap.yaml",
-    confirmed="absent: 6.1.170, 6.1.192; present: 6.12.117 (vm, 3 scenarios each); 6.18.44 "
-              "(host, live-kernel P02a/P14c)"))
+    confirmed="absent: 6.1.170, 6.1.192; present: 6.12.117 (vm), 6.18.44 (host): 3 scenarios "
+              "each, every step the same as the model"))
 
 UNMAP_RESTORE_ONLY_IF_UNMAPPED: Final = _switch(Switch(
     "unmap_restore_only_if_unmapped", "8ef4eb9ff874",
@@ -99,8 +99,7 @@ UNMAP_RESTORE_ONLY_IF_UNMAPPED: Final = _switch(Switch(
            "89593, in 6.12.110); the mainline id was not found, its release is an estimate "
            "after 6.18; the behaviour is inferred from the subject (patch text not read)",
     scenario="tests/kernel-lines/unmap-restore-only-if-unmapped.yaml",
-    confirmed="present: 6.12.117 (vm, 2 scenarios); absent: 6.18.44 (host, live-kernel "
-              "P14a/P14b)"))
+    confirmed="present: 6.12.117 (vm); absent: 6.18.44 (host): 2 scenarios each"))
 
 SUBPOOL_UNWIND_EXACT: Final = _switch(Switch(
     "subpool_unwind_exact", "a833a693a490", "mm: hugetlb: fix incorrect fallback for subpool",
@@ -111,8 +110,8 @@ SUBPOOL_UNWIND_EXACT: Final = _switch(Switch(
            "(or the faulting page) is put back and the result ignored, so a min_size mount "
            "gains a phantom reservation and Rsvd underflows at umount",
     scenario="tests/kernel-lines/subpool-unwind-failed-mmap.yaml",
-    confirmed="absent: 6.1.170, 6.1.192, 6.12.117 (vm, 3 scenarios each); present: 6.18.44 "
-              "(host, live-kernel P14d)"))
+    confirmed="absent: 6.1.170, 6.1.192, 6.12.117 (vm); present: 6.18.44 (host): 3 scenarios "
+              "each"))
 
 SUBPOOL_USED_RESTORE_ON_FAILED_RESERVE: Final = _switch(Switch(
     "subpool_used_restore_on_failed_reserve", "1d3f9bb4c8af",
@@ -122,8 +121,9 @@ SUBPOOL_USED_RESTORE_ON_FAILED_RESERVE: Final = _switch(Switch(
            "mount's used_hpages (statfs free unchanged by a failed mmap); without it (a833 "
            "alone) bfree drops by the global part.  Present by 6.18.44 (live P14d); the first "
            "6.18.y carrying it is not pinned",
-    scenario="tests/kernel-lines/subpool-size-failed-faults.yaml",
-    confirmed="present: 6.18.44 (host, live-kernel P14d: a failed mmap keeps bfree)"))
+    scenario="tests/kernel-lines/subpool-size-failed-mmap.yaml",
+    confirmed="present: 6.18.44 (host: a failed mmap leaves statfs free as it was; a833 alone "
+              "would not)"))
 
 COW_OWNER_TAKES_SUBPOOL_RESERVE: Final = _switch(Switch(
     "cow_owner_takes_subpool_reserve", "58db7c5fbe7d",
@@ -134,7 +134,8 @@ COW_OWNER_TAKES_SUBPOOL_RESERVE: Final = _switch(Switch(
            "forced to 1, so the subpool reserve is debited, no global one is consumed, and the "
            "freed copy restores Rsvd: +1 per owner COW on a min_size mount",
     scenario="tests/kernel-lines/cow-owner-subpool.yaml",
-    confirmed="absent: 6.1.170; present: 6.1.192, 6.12.117 (vm, 2 scenarios each)"))
+    confirmed="absent: 6.1.170; present: 6.1.192, 6.12.117 (vm), 6.18.44 (host): 2 scenarios "
+              "each"))
 
 GBL_CHG_DECIDES_CONSUMPTION: Final = _switch(Switch(
     "gbl_chg_decides_consumption", "923682a0dd57",
@@ -144,7 +145,8 @@ GBL_CHG_DECIDES_CONSUMPTION: Final = _switch(Switch(
            "MAP_PRIVATE|MAP_NORESERVE) never consumes, needs an unreserved free page, and its "
            "freed page restores Rsvd on a min_size mount (+1 each)",
     scenario="tests/kernel-lines/gbl-chg-consumption.yaml",
-    confirmed="absent: 6.1.170, 6.1.192, 6.12.117 (vm, 3 scenarios each)"))
+    confirmed="absent: 6.1.170, 6.1.192, 6.12.117 (vm); present: 6.18.44 (host): 3 scenarios "
+              "each"))
 
 CGROUP_RSVD_MISMATCH_FIX: Final = _switch(Switch(
     "cgroup_rsvd_mismatch_fix", "15807d0ddde3",
