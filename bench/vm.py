@@ -114,8 +114,10 @@ def bench_host(batch: list[Scenario]) -> Row:
     model predicts would leave the machine's pool broken for good (`fuzz.campaign.leftover`:
     Linux 6.18 leaks reservations in a few subpool sequences, which only a reboot clears)."""
     from hugetlbsim.backends.kernel import (
+        LOCK_FILE,
         KernelBackend,
         KernelNotClean,
+        acquire_lock,
         machine_unavailable,
         pool_busy,
     )
@@ -123,7 +125,13 @@ def bench_host(batch: list[Scenario]) -> Row:
 
     backend = KernelBackend(lock_timeout=float(os.environ.get("HUGETLBSIM_LOCK_TIMEOUT", "60")))
     row = Row(f"host {backend.version()}")
-    why = machine_unavailable() or pool_busy()
+    why = machine_unavailable()
+    if why is None:  # whether the pool is idle, asked under the sessions' lock
+        fd = acquire_lock(os.path.join(backend.tmpdir, LOCK_FILE), backend.lock_timeout)
+        try:
+            why = pool_busy()
+        finally:
+            os.close(fd)
     if why is not None:
         _log(f"host: not run: {why}")
         row.failed = len(batch)
