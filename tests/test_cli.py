@@ -169,6 +169,7 @@ steps:
 RECORDED = """\
 format: 1
 pool: {pages: 8}   # eight pages
+kernel: "6.18.44-fake"
 steps:
 # the process
 - spawn: {proc: p}
@@ -234,7 +235,8 @@ def test_record_keeps_the_list_indentation(install: Install, tmp_path: Path) -> 
     path = tmp_path / "rec.yaml"
     path.write_text("format: 1\nsteps:\n    -   spawn: {proc: p}\n")
     assert invoke("record", str(path)).exit_code == 0
-    assert path.read_text().startswith("format: 1\nsteps:\n    -   spawn: {proc: p}\n"
+    assert path.read_text().startswith("format: 1\nkernel: \"6.18.44-fake\"\nsteps:\n"
+                                       "    -   spawn: {proc: p}\n"
                                        "        expect:\n          result: ok\n")
 
 

@@ -16,8 +16,9 @@ from typing import Any
 import click
 from rich.console import Console
 
-from hugetlbsim.backends.base import Backend, BackendUnavailable
+from hugetlbsim.backends.base import Backend, BackendUnavailable, prepare
 from hugetlbsim.format.loader import ScenarioError, load
+from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.model.kernels import UnknownKernel, kernel
 from hugetlbsim.model.resv_map import Policy
 from hugetlbsim.model.system import SYSTEM_POLICIES
@@ -65,15 +66,31 @@ kernel backend needs the live system only when it is used)."""
 
 
 def make_backend(name: str, policy: Policy | None, line: str | None = None) -> Backend:
-    """The backend called ``name``; ``policy`` and ``line`` choose the model's region policy and
-    kernel line (None: the defaults), and naming one for another backend is a usage error, not
-    silently ignored."""
+    """The backend called ``name`` (``model``, ``kernel``, or a ``vm:`` spec); ``policy`` and
+    ``line`` choose the model's region policy and kernel line (None: the defaults), and naming
+    one for another backend is a usage error, not silently ignored."""
     if name != "model":
         for option, value in (("--policy", policy), ("--kernel", line)):
             if value is not None:
                 raise click.UsageError(f"{option} applies to the model only, not to "
                                        f"--backend {name}")
-    return BACKENDS[name](policy or SYSTEM_POLICIES[0], line)
+    if name in BACKENDS:
+        return BACKENDS[name](policy or SYSTEM_POLICIES[0], line)
+    from hugetlbsim.backends.vm.backend import backend_from_spec, parse_spec
+
+    try:
+        parse_spec(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--backend") from None
+    err = _err()
+    return backend_from_spec(name, log=lambda text: err.print(text, style="dim", markup=False))
+
+
+def _check_backend(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value not in BACKENDS and not value.startswith("vm"):
+        raise click.BadParameter(f"{value!r} is not a backend: use model, kernel or vm:LINE "
+                                 "(vm:6.1, vm:6.12, vm:6.1.0-57-cloud-amd64)")
+    return value
 
 
 def _check_line(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -132,8 +149,14 @@ def _err() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-_backend_option = click.option("--backend", type=click.Choice(sorted(BACKENDS)),
-                               default="model", show_default=True)
+_backend_option = click.option(
+    "--backend", default="model", show_default=True, callback=_check_backend,
+    help="model, kernel (this machine) or vm:LINE (a Debian kernel in a qemu guest: vm:6.1, "
+         "vm:6.12, vm:6.1.0-57-cloud-amd64; see 'hugetlbsim kernels').")
+_reference_option = click.option(
+    "--backend", "reference_name", default="kernel", show_default=True,
+    callback=_check_backend, help="The real kernel to compare with: kernel (this machine) or "
+                                  "vm:LINE.")
 _kernel_option = click.option(
     "--kernel", "line", default=None, callback=_check_line,
     help="The kernel line the model follows: 6.1, 6.12, 6.18, a release (6.1.192) or a "
@@ -173,29 +196,33 @@ def run_command(ctx: click.Context, file: str, backend: str, policy: Policy | No
 
 @main.command("diff")
 @click.argument("files", nargs=-1, required=True, type=click.Path())
+@_reference_option
 @_policy_option
 @_kernel_option
 @click.option("--watermarks", is_flag=True, help="Also compare max_usage and rsvd_max_usage.")
 @click.option("--steps", "max_steps", type=click.IntRange(min=1), default=3, show_default=True,
               help="Differing steps shown per scenario.")
 @click.pass_context
-def diff_command(ctx: click.Context, files: Sequence[str], policy: Policy | None,
-                 line: str | None, watermarks: bool, max_steps: int) -> None:
+def diff_command(ctx: click.Context, files: Sequence[str], reference_name: str,
+                 policy: Policy | None, line: str | None, watermarks: bool,
+                 max_steps: int) -> None:
     """Run scenarios on the model and the kernel; exit 1 if any differ (2 if one cannot load).
 
     The model follows the kernel it is compared with, unless --kernel names another line.
     """
-    reference = make_backend("kernel", None)
+    reference = make_backend(reference_name, None)
     model = make_backend("model", policy, line or _line_of(reference))
     out, err = _out(), _err()
     same = differ = broken = 0
+    loaded: dict[str, Scenario] = {}
     for file in files:
         try:
-            scenario = load(file)
+            loaded[file] = load(file)
         except ScenarioError as exc:
             click.echo(str(exc), err=True)
             broken += 1
-            continue
+    prepare(reference, list(loaded.values()))
+    for file, scenario in loaded.items():
         err.print(f"running {file}", style="dim", markup=False)
         try:
             diffs = compare(run(scenario, model), run(scenario, reference),
@@ -232,11 +259,13 @@ def _line_of(backend: Backend) -> str:
 
 @main.command("record")
 @click.argument("file", type=click.Path())
-def record_command(file: str) -> None:
-    """Run a scenario on the kernel and write what it showed into the file's expect blocks."""
+@_reference_option
+def record_command(file: str, reference_name: str) -> None:
+    """Run a scenario on a real kernel and write what it showed into the file's expect blocks
+    and its ``kernel:`` key."""
     path = Path(file)
     scenario = load(path)
-    trace = run(scenario, make_backend("kernel", None))
+    trace = run(scenario, make_backend(reference_name, None))
     record_file(path, trace)
     click.echo(f"{file}: recorded {len(trace.steps)} steps from {trace.backend} {trace.kernel}",
                err=True)
@@ -261,7 +290,8 @@ def _need_matplotlib() -> None:
 @_policy_option
 @_kernel_option
 @click.option("--compare", is_flag=True,
-              help="Draw model and kernel together, divergent steps marked (no --backend).")
+              help="Draw the model beside a real kernel (--backend kernel, the default here, or "
+                   "vm:LINE), the model at that kernel's line, divergent steps marked.")
 def plot_command(file: str, output: str | None, backend: str, policy: Policy | None,
                  line: str | None, compare: bool) -> None:
     """Plot the pool and cgroup counters over the steps of a scenario."""
@@ -273,7 +303,7 @@ def plot_command(file: str, output: str | None, backend: str, policy: Policy | N
         raise click.BadParameter(f"use a name ending in {', '.join(FORMATS)}", param_hint="-o")
     scenario = load(file)
     if compare:
-        reference = make_backend("kernel", None)
+        reference = make_backend("kernel" if backend == "model" else backend, None)
         model = make_backend("model", policy, line or _line_of(reference))
         save([run(scenario, model), run(scenario, reference)], path)
     else:
@@ -388,22 +418,145 @@ def plan_command(files: Sequence[str], lines: str | None, sweep: str | None,
             raise click.BadParameter(str(exc), param_hint="--sweep") from None
         click.echo(f"wrote {output}", err=True)
 
+@main.command("matrix")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--kernels", "names", default="kernel,vm:6.1,vm:6.12", show_default=True,
+              help="Real kernels, comma-separated: kernel (this machine) and vm:LINE specs.")
+@click.option("--model/--no-model", default=True, show_default=True,
+              help="Also run the model at each kernel's line and say whether it follows.")
+@click.option("--markdown", "md", type=click.Path(dir_okay=False), help="Also write a report.")
+@click.option("--html", "page_path", type=click.Path(dir_okay=False),
+              help="Also write an HTML page.")
+@click.pass_context
+def matrix_command(ctx: click.Context, files: Sequence[str], names: str, model: bool,
+                   md: str | None, page_path: str | None) -> None:
+    """Run scenarios on several real kernels and show where they differ; exit 1 if the model
+    does not follow a kernel, 2 if a scenario could not load."""
+    from hugetlbsim.views.matrix import Column, markdown, matrix, page, table
+
+    specs = [n.strip() for n in names.split(",") if n.strip()]
+    for spec in specs:
+        _check_backend(ctx, click.Option(["--kernels"]), spec)
+    columns = []
+    for spec in specs:
+        real = make_backend(spec, None)
+        label = f"{'host' if spec == 'kernel' else 'vm'} {real.version()}"
+        columns.append(Column(label, real, make_backend("model", None, _line_of(real))
+                              if model else None))
+    scenarios, broken = [], 0
+    for file in files:
+        try:
+            scenarios.append((file, load(file)))
+        except ScenarioError as exc:
+            click.echo(str(exc), err=True)
+            broken += 1
+    err = _err()
+    result = matrix(scenarios, columns, lambda text: err.print(text, style="dim", markup=False))
+    _out().print(table(result))
+    if md:
+        Path(md).write_text(markdown(result), encoding="utf-8")
+    if page_path:
+        Path(page_path).write_text(page(result), encoding="utf-8")
+    if broken:
+        ctx.exit(EXIT_SCENARIO)
+    if model and any(m != "same" for row in result.rows for m in row.model):
+        ctx.exit(EXIT_FAILED)
+
+
 # -- kernel lines
 
-@main.command("kernels")
+@main.group("kernels", invoke_without_command=True)
 @click.option("--model", "model", is_flag=True,
               help="The points the model follows and the switches each carries.")
+@click.option("--available", is_flag=True, help="Also list what apt can download.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
-def kernels_command(model: bool, as_json: bool) -> None:
-    """List kernel releases: with --model, the points the model knows and their switches."""
+@click.pass_context
+def kernels_command(ctx: click.Context, model: bool, available: bool, as_json: bool) -> None:
+    """Kernels to run scenarios on: cached Debian kernels for vm:LINE (fetch them with
+    'kernels fetch 6.1 6.12'), what apt offers (--available), the model's points (--model)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if model:
+        _model_points(as_json)
+        return
+    from rich.table import Table
+
+    from hugetlbsim.backends.vm import cache as vmcache
+
+    cached = vmcache.cached_kernels()
+    offered = vmcache.available_kernels() if available else []
+    if as_json:
+        import json
+
+        click.echo(json.dumps({
+            "cache": str(vmcache.cache_dir()),
+            "cached": [{"uname": k.uname, "package": k.package, "version": k.version,
+                        "line": ".".join(map(str, k.line)), "model": kernel(k.uname).name}
+                       for k in cached],
+            "available": [{"package": k.package, "uname": k.uname, "cached": k.cached}
+                          for k in offered]}))
+        return
+    grid = Table(title=f"cached kernels ({vmcache.cache_dir()})")
+    for name in ("uname -r", "package version", "vm backend", "model follows"):
+        grid.add_column(name)
+    for k in cached:
+        grid.add_row(k.uname, k.version, f"vm:{k.uname}", _model_point(k.uname))
+    _out().print(grid if cached else "no kernel cached: hugetlbsim kernels fetch 6.1 6.12")
+    if offered:
+        more = Table(title="apt can download")
+        more.add_column("package")
+        more.add_column("cached")
+        for a in offered:
+            more.add_row(a.package, "yes" if a.cached else "-")
+        _out().print(more)
+
+
+def _model_point(uname: str) -> str:
+    try:
+        return kernel(uname).name
+    except UnknownKernel:
+        return "- (a line the model does not follow)"
+
+
+@kernels_command.command("fetch")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Download again even if cached.")
+def kernels_fetch(names: Sequence[str], force: bool) -> None:
+    """Download Debian kernels (6.1, 6.12, or package/uname names) into the cache."""
+    from hugetlbsim.backends.vm import cache as vmcache
+
+    err = _err()
+    try:
+        for k in vmcache.fetch(names, force=force,
+                               log=lambda text: err.print(text, style="dim", markup=False)):
+            click.echo(f"{k.uname}: cached ({k.version}); run with --backend vm:{k.uname}")
+    except vmcache.FetchError as exc:
+        raise BackendUnavailable(str(exc)) from None
+
+
+@kernels_command.command("check")
+def kernels_check() -> None:
+    """Which host pieces the vm backend needs are missing, and the command that installs them;
+    exit 3 if any is missing."""
+    from hugetlbsim.backends.vm import cache as vmcache
+
+    pieces = vmcache.check_host()
+    for p in pieces:
+        click.echo(f"{'ok' if p.present else 'MISSING':8} {p.name} ({p.package}): "
+                   f"{p.needed_for}")
+    command = vmcache.install_command([p for p in pieces if not p.present])
+    if command:
+        raise BackendUnavailable(f"install the missing pieces with: {command}")
+
+
+def _model_points(as_json: bool) -> None:
+    """The points the model knows and the switches each carries."""
     import json
 
     from rich.table import Table
 
     from hugetlbsim.model.kernels import model_points_table
 
-    if not model:
-        raise click.UsageError("say which kernels: --model lists the points the model follows")
     table = model_points_table()
     if as_json:
         click.echo(json.dumps({

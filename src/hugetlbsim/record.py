@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from hugetlbsim.format.loader import SECTION_KEYS, expect_node, yaml_rt
@@ -105,12 +106,18 @@ def with_expect(scenario: Scenario, trace: Trace) -> Scenario:
 
 
 def record_file(path: Path, trace: Trace) -> None:
-    """Write ``trace``'s counters into the expect blocks of the scenario file at ``path``.
+    """Write ``trace``'s counters into the expect blocks of the scenario file at ``path``, and
+    the kernel it ran on (``uname -r``) as the scenario's ``kernel:``.
 
     Existing blocks are updated in place: comments stay with their keys, and equal values
     keep their spelling (``max`` for null, hex...).  The file is replaced atomically.
     """
     doc, indent, block_seq_indent = load_yaml_guess_indent(path.read_text(encoding="utf-8"))
+    kernel = DoubleQuotedScalarString(trace.kernel)  # quoted: 6.10 is not a number
+    if "kernel" in doc:
+        doc["kernel"] = kernel
+    else:
+        doc.insert(list(doc).index("steps"), "kernel", kernel)
     for item, step in zip(doc["steps"] or (), trace.steps, strict=True):
         fresh = expect_node(recorded_expect(step, item.get("expect")))
         old = item.get("expect")

@@ -10,12 +10,12 @@ scenario-format.md (every counter, for every cgroup, mount and file that exists)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from hugetlbsim.format.scenario import Scenario
 
-__all__ = ["Backend", "BackendUnavailable", "Session"]
+__all__ = ["Backend", "BackendUnavailable", "Batching", "Session", "prepare"]
 
 
 class BackendUnavailable(Exception):
@@ -58,3 +58,18 @@ class Backend(Protocol):
     def open(self, scenario: Scenario) -> Session:
         """Set up the scenario's initial system (may raise `BackendUnavailable`)."""
         ...
+
+
+@runtime_checkable
+class Batching(Protocol):
+    """A backend that runs a whole batch of scenarios at once (a guest boot is paid once)."""
+
+    def prepare(self, scenarios: Sequence[Scenario]) -> object:
+        """Run these scenarios now; `Backend.open` then replays each one."""
+        ...
+
+
+def prepare(backend: Backend, scenarios: Sequence[Scenario]) -> None:
+    """Let a batching backend run ``scenarios`` together before they are opened one by one."""
+    if isinstance(backend, Batching):
+        backend.prepare(scenarios)
