@@ -304,3 +304,30 @@ def test_recorded_kernel_traces(path: Path) -> None:
     model = run(load(LINES_DIR / f"{path.stem}.yaml"), ModelBackend("6.18", point))
     diffs = compare(model, recorded)
     assert not diffs, f"{path.stem} on {point}: {len(diffs)} steps differ, first {diffs[0]}"
+
+
+ROOT = LINES_DIR.parents[1]
+
+
+def _example_traces() -> list[Path]:
+    return sorted((LINES_DIR / "examples").glob("*/*.json"))
+
+
+@pytest.mark.parametrize("path", _example_traces(),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_examples_recorded_on_each_line(path: Path) -> None:
+    """Every example and regression scenario, recorded on Debian's 6.1.170, 6.1.192 and
+    6.12.117 kernels (vm backend): the model at that point shows the same at every step."""
+    point = path.parent.name
+    recorded = _trace(path)
+    stem = path.stem
+    sources = [p for p in (ROOT / "examples" / f"{stem}.yaml",
+                           ROOT / "tests" / "regressions" / f"{stem}.yaml") if p.exists()]
+    if not sources:
+        pytest.skip(f"{stem} is no longer in examples/ or tests/regressions/")
+    source = sources[0]
+    model = run(load(source), ModelBackend("6.18", point))
+    if [(s.op, s.args) for s in model.steps] != [(s.op, s.args) for s in recorded.steps]:
+        pytest.skip(f"{stem} changed since it was recorded on {point}: record it again")
+    diffs = compare(model, recorded)
+    assert not diffs, f"{stem} on {point}: {len(diffs)} steps differ, first {diffs[0]}"
