@@ -1,0 +1,51 @@
+"""The model follows each real kernel line, live: the kernel-line scenarios (one per switch,
+tests/kernel-lines/) run in a guest of every cached Debian kernel, one boot per kernel, and the
+model at that kernel's point must show the same at every step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hugetlbsim.backends.base import prepare
+from hugetlbsim.backends.model import ModelBackend
+from hugetlbsim.backends.vm import cache as vmcache
+from hugetlbsim.backends.vm.backend import backend_from_spec
+from hugetlbsim.format.loader import load
+from hugetlbsim.model.kernels import kernel
+from hugetlbsim.runner import run
+from hugetlbsim.trace import compare
+
+LINES = Path(__file__).resolve().parents[1] / "kernel-lines"
+
+
+def _unavailable() -> str | None:
+    missing = [p for p in vmcache.missing_host_pieces()
+               if p.package in ("qemu-system-x86", "busybox-static", "python3.11-minimal")]
+    if missing:
+        return f"missing {', '.join(p.name for p in missing)}: {vmcache.install_command(missing)}"
+    if not vmcache.cached_kernels():
+        return "no cached kernels: hugetlbsim kernels fetch 6.1 6.12"
+    return None
+
+
+REASON = _unavailable()
+UNAMES = [] if REASON else [k.uname for k in vmcache.cached_kernels()]
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(REASON is not None, reason=str(REASON))
+@pytest.mark.parametrize("uname", UNAMES or ["none"])
+def test_model_follows_the_guest_kernel(uname: str) -> None:
+    scenarios = [load(p) for p in sorted(LINES.glob("*.yaml"))]
+    assert scenarios, "no kernel-line scenarios"
+    real = backend_from_spec(f"vm:{uname}")
+    prepare(real, scenarios)
+    model = ModelBackend("6.18", kernel(uname).name)
+    for scenario in scenarios:
+        recorded = run(scenario, real)
+        assert recorded.kernel == uname
+        diffs = compare(run(scenario, model), recorded)
+        assert not diffs, (f"{scenario.path} on {uname}: {len(diffs)} steps differ, first "
+                           f"{diffs[0]}")
