@@ -49,3 +49,18 @@ def test_model_follows_the_guest_kernel(uname: str) -> None:
         diffs = compare(run(scenario, model), recorded)
         assert not diffs, (f"{scenario.path} on {uname}: {len(diffs)} steps differ, first "
                            f"{diffs[0]}")
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(REASON is not None, reason=str(REASON))
+def test_fuzz_against_a_guest() -> None:
+    """A small campaign against the first cached kernel: generated scenarios, one boot, the
+    model at the guest's point, 0 divergences."""
+    from click.testing import CliRunner
+
+    from hugetlbsim.fuzz.cli import fuzz
+
+    result = CliRunner().invoke(fuzz, ["--against", f"vm:{UNAMES[0]}", "--count", "6",
+                                       "--seed", "11", "--out", "/tmp/hugetlbsim-fuzz-vm-test"])
+    assert result.exit_code == 0, result.output
+    assert "6 scenarios" in result.output and "0 divergences" in result.output

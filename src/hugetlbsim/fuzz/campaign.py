@@ -1,6 +1,6 @@
 """Fuzzing campaigns: many generated scenarios run on two sides, divergences shrunk.
 
-Two modes:
+Three modes:
 
 ``policies``
     The model with policy ``"6.18"`` against the model with ``"v7"``.  The model backend checks
@@ -19,6 +19,12 @@ Two modes:
     actors behind an Executor): `run_batch` runs, shrinks and records where it runs, and
     returns plain data.
 
+``vm:LINE``
+    The model at a guest kernel's point (``vm:6.1`` → 6.1.192) against that kernel booted in a
+    qemu guest (`hugetlbsim.backends.vm`).  A batch's scenarios run in one boot; a guest's pool
+    is disposable, so no scenario is refused (a broken pool costs a re-boot); a scenario that
+    hangs or crashes its guest is reported as not run.  One guest at a time: runs are serial.
+
 The unit of work is `run_batch(seeds, mode, options)`: a top-level function of picklable
 arguments returning a picklable `BatchResult`, so any `concurrent.futures.Executor` can run it
 without changes to `campaign`.  Each finding is shrunk where it was found (a kernel finding
@@ -33,13 +39,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
-from hugetlbsim.backends.base import Backend, BackendUnavailable
+from hugetlbsim.backends.base import Backend, BackendUnavailable, prepare
 from hugetlbsim.backends.model import ModelBackend
 from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.fuzz.generate import GenOptions, generate
 from hugetlbsim.fuzz.shrink import scenario_text, shrink
+from hugetlbsim.model.kernels import kernel
 from hugetlbsim.model.system import System
 from hugetlbsim.record import with_expect
 from hugetlbsim.trace import StepDiff, StepRecord, Trace, compare, normalized, show_value
@@ -59,13 +66,47 @@ __all__ = [
     "diverge",
     "execute",
     "ignore_sigint",
+    "is_mode",
     "leftover",
+    "reference",
     "run_batch",
     "shrink_finding"
 ]
 
-Mode = Literal["policies", "kernel"]
+Mode = str
+"""``policies``, ``kernel`` or a ``vm:`` backend spec."""
 MODES: tuple[Mode, ...] = ("policies", "kernel")
+"""The modes that need no spec; any ``vm:LINE`` is a mode too (`is_mode`)."""
+
+
+def is_mode(mode: str) -> bool:
+    """Whether ``mode`` names a side to fuzz against."""
+    return mode in MODES or mode.startswith("vm:")
+
+
+_REFERENCES: dict[str, Backend] = {}
+"""The real kernel of each mode, made once per process (a vm backend keeps its boots' cache)."""
+
+
+def reference(mode: Mode, options: Options) -> Backend:
+    """The real kernel ``mode`` compares the model with."""
+    if mode not in _REFERENCES:
+        if mode == "kernel":
+            from hugetlbsim.backends.kernel import KernelBackend
+
+            _REFERENCES[mode] = KernelBackend(lock_timeout=options.lock_timeout)
+        else:
+            from hugetlbsim.backends.vm.backend import backend_from_spec
+
+            _REFERENCES[mode] = backend_from_spec(mode)
+    return _REFERENCES[mode]
+
+
+def _model_for(mode: Mode, options: Options) -> ModelBackend:
+    """The model at the compared kernel's point (the default line against this machine)."""
+    if mode == "kernel":
+        return ModelBackend("6.18")
+    return ModelBackend("6.18", kernel(reference(mode, options).version()).name)
 
 
 @dataclass(frozen=True)
@@ -279,15 +320,25 @@ def check(scenario: Scenario, mode: Mode, options: Options) -> Checked:
         other = execute(scenario, ModelBackend("v7"))
         return Checked(diverge(scenario, ref, other, watermarks=True,
                                names=("model 6.18", "model v7")), ref)
-    from hugetlbsim.backends.kernel import KernelBackend
+    model_backend = _model_for(mode, options)
+    model = execute(scenario, model_backend)
+    ran = _ran(scenario, model)
+    if mode == "kernel":
+        unsafe = leftover(ran)
+        if unsafe is not None:
+            return Checked(_raised(scenario, model, "model 6.18"), None, unsafe)
+    try:
+        real = execute(ran, reference(mode, options))
+    except RuntimeError as exc:  # a guest that hung or crashed on this scenario
+        if type(exc).__name__ != "VmScenarioError":
+            raise
+        return Checked(_raised(scenario, model, "model"), None, f"not run: {exc}")
+    return Checked(diverge(scenario, real, model, watermarks=False), real)
 
-    model = execute(scenario, ModelBackend("6.18"))
-    ran = replace(scenario, steps=scenario.steps[:len(model.trace.steps)])
-    unsafe = leftover(ran)
-    if unsafe is not None:
-        return Checked(_raised(scenario, model, "model 6.18"), None, unsafe)
-    kernel = execute(ran, KernelBackend(lock_timeout=options.lock_timeout))
-    return Checked(diverge(scenario, kernel, model, watermarks=False), kernel)
+
+def _ran(scenario: Scenario, model: Outcome) -> Scenario:
+    """The steps the model got through (a kernel runs no further than the model could)."""
+    return replace(scenario, steps=scenario.steps[:len(model.trace.steps)])
 
 
 def _describe(scenario: Scenario, found: Divergence) -> tuple[str, ...]:
@@ -305,8 +356,11 @@ def run_batch(seeds: Sequence[int], mode: Mode, options: Options) -> BatchResult
     unsafe: list[tuple[int, str]] = []
     known = set(options.known)
     steps = 0
-    for seed in seeds:
-        scenario = generate(seed, options.gen)
+    scenarios = [generate(seed, options.gen) for seed in seeds]
+    if mode.startswith("vm:"):  # one boot for the batch
+        model = _model_for(mode, options)
+        prepare(reference(mode, options), [_ran(s, execute(s, model)) for s in scenarios])
+    for seed, scenario in zip(seeds, scenarios, strict=True):
         steps += len(scenario.steps)
         checked = check(scenario, mode, options)
         if checked.unsafe is not None:
@@ -336,6 +390,7 @@ def shrink_finding(scenario: Scenario, finding: Finding, found: Divergence, mode
         return _same(found, check(candidate, judge, options).found)
 
     names = {"policies": ("policy 6.18", "policy v7"), "kernel": ("the kernel", "model 6.18")}
+    names.setdefault(mode, (f"the {mode} kernel", "the model at its point"))
     title = f"hugetlbsim fuzz --against {mode}: {names[mode][0]} and {names[mode][1]} differ"
     original = f"hugetlbsim fuzz --against {mode} --seed {finding.seed} --count 1"
     small = shrink(scenario, still, budget=options.budget)

@@ -30,6 +30,7 @@ from hugetlbsim.fuzz.campaign import (
     Summary,
     campaign,
     ignore_sigint,
+    is_mode,
 )
 from hugetlbsim.fuzz.generate import WEIGHTS, GenOptions
 
@@ -74,6 +75,20 @@ def dask_executor(address: str) -> Executor:
     return _Dask(client)
 
 
+def _check_mode(value: str) -> str:
+    if not is_mode(value):
+        raise click.BadParameter(f"{value!r}: use {', '.join(MODES)} or vm:LINE (vm:6.1, "
+                                 "vm:6.12)")
+    if value.startswith("vm:"):
+        from hugetlbsim.backends.vm.backend import parse_spec
+
+        try:
+            parse_spec(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def save(out: Path, finding: Finding) -> Path:
     """Write a shrunk finding as ``OUT/MODE-seed-SEED.yaml``; the folder ignores itself in git."""
     assert finding.shrunk is not None
@@ -108,9 +123,10 @@ def summary_table(summary: Summary, saved: dict[int, Path]) -> Table:
               help=f"Scenarios to run [default: {DEFAULT_COUNT}].")
 @click.option("--time", "seconds", type=click.FloatRange(min=0), default=None,
               help="Run for this many seconds instead of a count.")
-@click.option("--against", "mode", type=click.Choice(MODES), default="policies",
-              show_default=True,
-              help="policies: model 6.18 against v7; kernel: model against this machine.")
+@click.option("--against", "mode", default="policies", show_default=True,
+              callback=lambda ctx, param, value: _check_mode(value),
+              help="policies: model 6.18 against v7; kernel: model against this machine; "
+                   "vm:LINE: the model at a guest kernel's point against that kernel in qemu.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Processes for policies runs [default: CPUs]; kernel runs are serial.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -136,8 +152,9 @@ def fuzz(ctx: click.Context, seed: int | None, count: int | None, seconds: float
     """Run generated scenarios on two sides and shrink every divergence; exit 1 if any."""
     if count is not None and seconds is not None:
         raise click.UsageError("give --count or --time, not both")
-    if mode == "kernel" and jobs not in (None, 1):
-        raise click.UsageError("kernel runs are serial (the kernel's counters are global); "
+    serial = mode != "policies"
+    if serial and jobs not in (None, 1):
+        raise click.UsageError("runs on a real kernel are serial (its counters are global); "
                                "drop --jobs")
     if seed is None:
         seed = random.SystemRandom().randrange(1 << 32)
@@ -154,11 +171,11 @@ def fuzz(ctx: click.Context, seed: int | None, count: int | None, seconds: float
     executor: Executor
     if scheduler is not None:
         executor = dask_executor(scheduler)
-    elif mode == "kernel":
+    elif serial:
         executor = ThreadPoolExecutor(max_workers=1)
     else:
         executor = ProcessPoolExecutor(max_workers=jobs, initializer=ignore_sigint)
-    batch, in_flight = (1, 2) if mode == "kernel" else (100, 2 * jobs)
+    batch, in_flight = {"policies": (100, 2 * jobs), "kernel": (1, 2)}.get(mode, (50, 1))
     saved: dict[int, Path] = {}
     per_kind: dict[str, int] = {}
     state = Summary()
