@@ -64,3 +64,32 @@ def test_fuzz_against_a_guest() -> None:
                                        "--seed", "11", "--out", "/tmp/hugetlbsim-fuzz-vm-test"])
     assert result.exit_code == 0, result.output
     assert "6 scenarios" in result.output and "0 divergences" in result.output
+
+
+def test_numa_guest_command_line() -> None:
+    """vm:LINE?numa=2: two nodes, each with its own memory backend and CPU."""
+    from hugetlbsim.backends.vm.backend import parse_spec
+    from hugetlbsim.backends.vm.boot import BootOptions, numa_args
+
+    assert parse_spec("vm:6.12?numa=2").options == (("numa", 2),)
+    assert numa_args(BootOptions()) == []
+    assert numa_args(BootOptions(memory_mb=2048, numa=2)) == [
+        "-object", "memory-backend-ram,id=mem0,size=1024M",
+        "-numa", "node,nodeid=0,cpus=0,memdev=mem0",
+        "-object", "memory-backend-ram,id=mem1,size=1024M",
+        "-numa", "node,nodeid=1,cpus=1,memdev=mem1"]
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(REASON is not None, reason=str(REASON))
+def test_numa_guest_records_per_node_pools() -> None:
+    """A two-node guest splits an 8-page pool 4/4 and the trace says so per node; a fault
+    takes its page from one node."""
+    real = backend_from_spec(f"vm:{UNAMES[-1]}?numa=2")
+    trace = run(load(Path(__file__).resolve().parents[2] / "examples" / "shared-file-basics.yaml"),
+                real)
+    first = trace.steps[0].state["nodes"]
+    assert first == {"node0": {"total": 4, "free": 4, "surp": 0},
+                     "node1": {"total": 4, "free": 4, "surp": 0}}
+    last = trace.steps[-1].state
+    assert sum(n["free"] for n in last["nodes"].values()) == last["free"]

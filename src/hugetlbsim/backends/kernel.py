@@ -325,9 +325,13 @@ class KernelSession:
             except FileNotFoundError:
                 continue
             files[name] = {"blocks": st.st_blocks * 512 // HP, "size": st.st_size // HP}
-        return {"total": mi["total"], "free": mi["free"], "rsvd": mi["rsvd"],
-                "surp": mi["surp"], "nr_hugepages": ks.read_int(NR_HUGEPAGES),
-                "cgroups": cgroups, "mounts": mounts, "files": files}
+        state = {"total": mi["total"], "free": mi["free"], "rsvd": mi["rsvd"],
+                 "surp": mi["surp"], "nr_hugepages": ks.read_int(NR_HUGEPAGES),
+                 "cgroups": cgroups, "mounts": mounts, "files": files}
+        nodes = ks.node_hugepages()
+        if len(nodes) > 1:  # a NUMA machine: the pool per node (an extra key of the trace)
+            state["nodes"] = nodes
+        return state
 
     def kernel(self) -> str:
         """``uname -r`` of the live kernel."""

@@ -17,14 +17,48 @@ import signal
 from typing import Any
 
 __all__ = [
-    "FALLOC_FL_KEEP_SIZE", "FALLOC_FL_PUNCH_HOLE", "IPC_CREAT", "IPC_PRIVATE", "IPC_RMID",
-    "MADV_DONTNEED", "MADV_POPULATE_READ", "MADV_POPULATE_WRITE", "MADV_REMOVE",
-    "MAP_ANONYMOUS", "MAP_FAILED", "MAP_HUGETLB", "MAP_NORESERVE", "MAP_POPULATE",
-    "MAP_PRIVATE", "MAP_SHARED", "PAGE_2M", "PROT_READ", "PROT_WRITE", "SHM_HUGETLB",
-    "SHM_NORESERVE", "SHM_RDONLY", "errname", "fallocate", "ftruncate", "kill_and_wait",
+    "FALLOC_FL_KEEP_SIZE",
+    "FALLOC_FL_PUNCH_HOLE",
+    "IPC_CREAT",
+    "IPC_PRIVATE",
+    "IPC_RMID",
+    "MADV_DONTNEED",
+    "MADV_POPULATE_READ",
+    "MADV_POPULATE_WRITE",
+    "MADV_REMOVE",
+    "MAP_ANONYMOUS",
+    "MAP_FAILED",
+    "MAP_HUGETLB",
+    "MAP_NORESERVE",
+    "MAP_POPULATE",
+    "MAP_PRIVATE",
+    "MAP_SHARED",
+    "PAGE_2M",
+    "PROT_READ",
+    "PROT_WRITE",
+    "SHM_HUGETLB",
+    "SHM_NORESERVE",
+    "SHM_RDONLY",
+    "errname",
+    "fallocate",
+    "ftruncate",
+    "kill_and_wait",
     "madvise",
-    "meminfo_hugepages", "mmap", "mount", "mount_points", "mprotect", "munmap", "read_int",
-    "shm_rmid", "shmat", "shmget", "start_time", "umount", "wait_exit", "write_str"
+    "meminfo_hugepages",
+    "mmap",
+    "mount",
+    "mount_points",
+    "mprotect",
+    "munmap",
+    "node_hugepages",
+    "read_int",
+    "shm_rmid",
+    "shmat",
+    "shmget",
+    "start_time",
+    "umount",
+    "wait_exit",
+    "write_str"
 ]
 
 PAGE_2M = 2 << 20
@@ -250,3 +284,21 @@ def mount_points() -> dict[str, str]:
             point = fields[4].encode().decode("unicode_escape")
             points[point] = fields[sep + 1]
     return points
+
+
+def node_hugepages(root: str = "/sys/devices/system/node") -> dict[str, dict[str, int]]:
+    """Per NUMA node, its 2 MB pool: ``{"node0": {"total": .., "free": .., "surp": ..}}``."""
+    nodes: dict[str, dict[str, int]] = {}
+    try:
+        names = sorted(n for n in os.listdir(root) if n.startswith("node") and n[4:].isdigit())
+    except OSError:
+        return nodes
+    for name in names:
+        base = os.path.join(root, name, "hugepages", "hugepages-2048kB")
+        try:
+            nodes[name] = {key: read_int(os.path.join(base, f"{file}_hugepages"))
+                           for key, file in (("total", "nr"), ("free", "free"),
+                                             ("surp", "surplus"))}
+        except OSError:
+            continue
+    return nodes

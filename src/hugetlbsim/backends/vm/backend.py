@@ -46,7 +46,8 @@ __all__ = [
 ]
 
 _SPEC = re.compile(r"vm:([A-Za-z0-9.+_-]+)(?:\?(.*))?")
-_OPTIONS = {"mem": "memory_mb", "max_pages": "max_pages", "timeout": "scenario_timeout"}
+_OPTIONS = {"mem": "memory_mb", "max_pages": "max_pages", "timeout": "scenario_timeout",
+            "numa": "numa"}
 
 
 class VmScenarioError(RuntimeError):

@@ -61,6 +61,8 @@ class BootOptions:
     """How guests are booted and how long they may take."""
 
     memory_mb: int = 1024
+    numa: int = 1
+    """NUMA nodes of the guest: its memory (and its pool) split evenly between them."""
     max_pages: int = 64
     """The guest's `KernelBackend` refuses scenarios whose pool could exceed this."""
     boot_timeout: float = 180.0
@@ -114,10 +116,24 @@ def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork a
 def qemu_command(kernel: CachedKernel, initrd: Path, console: Path, results: Path,
                  opts: BootOptions) -> list[str]:
     """The qemu command line of one boot (TCG, PVH entry, two serial ports, no devices)."""
-    return [opts.qemu, "-accel", "tcg", "-cpu", "max", "-m", str(opts.memory_mb), "-smp", "1",
+    return [opts.qemu, "-accel", "tcg", "-cpu", "max", "-m", str(opts.memory_mb),
+            "-smp", str(max(1, opts.numa)), *numa_args(opts),
             "-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none",
             "-kernel", str(kernel.vmlinux), "-initrd", str(initrd), "-append", opts.cmdline,
             "-serial", f"file:{console}", "-serial", f"file:{results}"]
+
+
+def numa_args(opts: BootOptions) -> list[str]:
+    """qemu options for a guest of ``opts.numa`` nodes (one memory backend and one CPU each);
+    none for a single node."""
+    if opts.numa <= 1:
+        return []
+    size = opts.memory_mb // opts.numa
+    args: list[str] = []
+    for node in range(opts.numa):
+        args += ["-object", f"memory-backend-ram,id=mem{node},size={size}M",
+                 "-numa", f"node,nodeid={node},cpus={node},memdev=mem{node}"]
+    return args
 
 
 def clean_leftovers(tmpdir: str | None = None) -> None:
