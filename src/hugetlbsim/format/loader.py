@@ -12,15 +12,25 @@ Besides types and required arguments, the loader follows each name through the s
 `hugetlbsim.format.names` (scenario-format.md, "Names are checked before anything runs").
 Top-level keys other than format/name/pagesize/pool/steps are extensions and are kept in
 `Scenario.extra`, except near-misses of a known key, which are reported as typos.
+
+Two readers give the same answer.  The fast one composes nodes with libyaml (PyYAML's
+``CSafeLoader``, positions kept as marks) and resolves each plain scalar with ruamel's YAML 1.2
+resolver and constructor (once per distinct text); it steps aside, and the round-trip reader
+(ruamel, in Python) reads the file, whenever it could answer differently: anything libyaml
+refuses, tags, anchors, directives, tabs, carriage returns and non-ASCII text, duplicate or
+complex keys, merge keys, overlong integers, nesting deeper than `MAX_DEPTH`, and every problem
+the checks find (so each message comes from the round-trip reader, exactly as before).
 """
 
 from __future__ import annotations
 
 import difflib
+import gc
 import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from io import StringIO
 from pathlib import Path
 from typing import Any, NoReturn
@@ -39,6 +49,15 @@ from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scanner import RoundTripScanner
+
+try:  # libyaml through PyYAML: the fast reader; without it every file takes the round-trip one
+    from yaml import CSafeLoader as _CLoader
+    from yaml import MappingNode as _CMappingNode
+    from yaml import ScalarNode as _CScalarNode
+    from yaml import SequenceNode as _CSequenceNode
+    from yaml import YAMLError as _CYAMLError
+except ImportError:  # pragma: no cover - PyYAML is a dependency; a build without libyaml
+    _CLoader = None  # type: ignore[assignment,misc]
 
 from hugetlbsim.format.names import NAME_PATTERNS, Names
 from hugetlbsim.format.scenario import (
@@ -87,7 +106,8 @@ __all__ = [
 
 MAX_FILE_BYTES = 64 << 20
 """The largest scenario file read.  Scenarios are a few kilobytes, but a generated one can
-be large (bench/scale.py loads 10^5 steps, some 6 MB); loading costs up to about 2 s a MB."""
+be large (bench/scale.py loads 10^5 steps, some 6 MB); loading costs about 0.3 s a MB through
+libyaml, up to about 2 s a MB through the round-trip reader."""
 MAX_DEPTH = 32
 """The deepest nesting of YAML collections (a scenario needs 6)."""
 MAX_INT_CHARS = 100
@@ -99,6 +119,8 @@ MAX_MESSAGE = 400
 
 Pos = tuple[int, int]
 """0-based (line, column) of a YAML node, as ruamel reports it."""
+Where = Callable[[], Pos]
+"""Where a value is written, asked only when there is something to report."""
 PosOf = Callable[[str], Pos]
 """Where a step's argument is written (the operation key for an argument left out)."""
 
@@ -222,6 +244,18 @@ def load_text(text: str, path: str = "<scenario>") -> Scenario:
         raise ScenarioError(path, *_line_col(text, bad.start()),
                             f"{what}, U+{ord(char):04X}{name}; remove it (a scenario holds "
                             "printable text, tabs and newlines)")
+    enabled = gc.isenabled()
+    gc.disable()  # the collector would walk the growing tree again and again
+    try:
+        fast = _fast_parse(text)
+        if fast is not _ASIDE:
+            try:
+                return _Loader(path).scenario(fast)
+            except ScenarioError:
+                pass  # the message, and where it points, come from the round-trip reader
+    finally:
+        if enabled:
+            gc.enable()
     return _Loader(path).scenario(_parse(text, path))
 
 
@@ -309,6 +343,162 @@ def _parse(text: str, path: str) -> Any:
         # not expected after the checks above; a safety net so that no input is an internal error
         raise ScenarioError(path, 1, 1, f"the YAML cannot be read ({type(exc).__name__}: "
                             f"{exc}); fix the YAML syntax") from None
+
+
+class _Lines:
+    """``.lc`` of a fast-read mapping or sequence: 0-based (line, column) of its keys, values
+    and items, read from libyaml's marks when asked (only a step's own line is asked every
+    time)."""
+
+    __slots__ = ("key_of", "node", "pairs")
+
+    def __init__(self, node: Any, key_of: Callable[[Any], Any]) -> None:
+        self.node = node
+        self.key_of = key_of
+        self.pairs: dict[Any, Any] | None = None
+
+    def _pair(self, key: Any) -> Any:
+        if self.pairs is None:
+            self.pairs = {self.key_of(pair[0]): pair for pair in self.node.value}
+        return self.pairs[key]
+
+    def key(self, key: Any) -> Pos:
+        mark = self._pair(key)[0].start_mark
+        return mark.line, mark.column
+
+    def value(self, key: Any) -> Pos:
+        mark = self._pair(key)[1].start_mark
+        return mark.line, mark.column
+
+    def item(self, index: int) -> Pos:
+        mark = self.node.value[index].start_mark
+        return mark.line, mark.column
+
+
+class _FastMap(dict[Any, Any]):
+    """A mapping read by the fast reader (a plain dict with `_Lines` positions)."""
+
+    __slots__ = ("lc",)
+    lc: _Lines
+
+
+class _FastSeq(list[Any]):
+    """A sequence read by the fast reader (a plain list with `_Lines` positions)."""
+
+    __slots__ = ("lc",)
+    lc: _Lines
+
+
+_MAPS = (CommentedMap, _FastMap)
+_SEQS = (CommentedSeq, _FastSeq)
+_Map = CommentedMap | _FastMap
+_Seq = CommentedSeq | _FastSeq
+
+
+class _Aside(Exception):
+    """The fast reader steps aside: the round-trip reader must answer for this text."""
+
+
+_ASIDE: Any = object()
+"""What `_fast_parse` returns when the round-trip reader must read the text."""
+_JSON_COLON = re.compile(r"[\]}\"']:\S")
+"""A colon right after a quoted scalar or a flow collection: libyaml takes ``["a":1]`` as a
+pair, ruamel refuses it.  `_fast_parse` steps aside for it and for other text whose reading
+may differ between libyaml (YAML 1.1) and ruamel (YAML 1.2), or that the round-trip reader
+refuses where nodes cannot show it: non-ASCII text (with its other line breaks), anchors (an
+anchor without an alias leaves no trace in the nodes), directives, tabs, carriage returns."""
+_PLAIN, _QUOTED, _COLLECTION = "plain", "quoted", "collection"
+"""The fast reader's node tags: implicit ones only; an explicit tag (even ``!``) keeps its own
+text, and the reader steps aside."""
+
+
+if _CLoader is not None:
+
+    class _FastComposer(_CLoader):
+        """libyaml's composer (in C) with resolution left to `_fast_parse`: each node is
+        tagged only with how it was written."""
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+            if kind is _CScalarNode:
+                return _PLAIN if implicit[0] else _QUOTED if implicit[1] else "!"
+            return _COLLECTION if implicit else "!"
+
+        def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+            pass
+
+        def ascend_resolver(self) -> None:
+            pass
+
+
+def _fast_parse(text: str) -> Any:
+    """The document as `_FastMap`/`_FastSeq`/scalars equal to the round-trip reader's, or
+    `_ASIDE` where it could differ."""
+    if (_CLoader is None or not text.isascii() or "&" in text or "\t" in text or "\r" in text
+            or text.startswith("%") or "\n%" in text or _JSON_COLON.search(text)):
+        return _ASIDE
+    resolver_yaml = yaml_rt()
+    resolve = resolver_yaml.resolver.resolve
+    construct = resolver_yaml.constructor.construct_object
+    scalars: dict[str, Any] = {}
+
+    def plain(value: str) -> Any:
+        """A plain scalar as the round-trip reader builds it (its resolver and constructor,
+        after `_ScenarioComposer`'s rules), once per distinct text."""
+        try:
+            return scalars[value]
+        except KeyError:
+            pass
+        tag = str(resolve(ScalarNode, value, (True, False)))
+        if tag == _TAG + "merge" or (tag == _TAG + "int" and len(value) > MAX_INT_CHARS):
+            raise _Aside
+        if tag not in _PLAIN_TAGS:
+            tag = _TAG + "str"
+        built = construct(ScalarNode(tag, value, None, None), deep=True)
+        if len(scalars) < 1 << 16:
+            scalars[value] = built
+        return built
+
+    def key_of(node: Any) -> Any:
+        return node.value if node.tag == _QUOTED else plain(node.value)
+
+    def build(node: Any, depth: int) -> Any:
+        tag = node.tag
+        if tag == _PLAIN:
+            value: str = node.value
+            try:
+                return scalars[value]
+            except KeyError:
+                return plain(value)
+        if tag == _QUOTED:
+            return node.value
+        if tag != _COLLECTION or depth >= MAX_DEPTH:
+            raise _Aside
+        depth += 1
+        if type(node) is _CMappingNode:
+            mapping = _FastMap()
+            for key_node, value_node in node.value:
+                if key_node.tag != _PLAIN and key_node.tag != _QUOTED:
+                    raise _Aside  # a complex key, or a tag
+                mapping[build(key_node, depth)] = build(value_node, depth)
+            if len(mapping) != len(node.value):
+                raise _Aside  # a duplicate key
+            mapping.lc = _Lines(node, key_of)
+            return mapping
+        if type(node) is _CSequenceNode:
+            items = _FastSeq([build(item, depth) for item in node.value])
+            items.lc = _Lines(node, key_of)
+            return items
+        raise _Aside
+
+    try:
+        composer = _FastComposer(text)
+        try:
+            root = composer.get_single_node()
+        finally:
+            composer.dispose()
+        return None if root is None else build(root, 0)
+    except (_Aside, _CYAMLError, RecursionError, ValueError, TypeError):
+        return _ASIDE
 
 
 class _Representer(RoundTripRepresenter):
@@ -432,7 +622,7 @@ class _Loader:
     def scenario(self, doc: Any) -> Scenario:
         if doc is None:
             self.fail((0, 0), "the file is empty; start it with 'format: 1' and a 'steps:' list")
-        if not isinstance(doc, CommentedMap):
+        if not isinstance(doc, _MAPS):
             self.fail((0, 0), "a scenario must be a mapping; start it with 'format: 1'")
         extra: dict[str, Any] = {}
         for key in doc:
@@ -462,7 +652,7 @@ class _Loader:
         steps = doc["steps"]
         if steps is None:
             steps = CommentedSeq()
-        if not isinstance(steps, CommentedSeq):
+        if not isinstance(steps, _SEQS):
             self.fail(doc.lc.value("steps"), "'steps' must be a list; write each step as "
                       "'- op: {...}'")
         return Scenario(
@@ -478,7 +668,7 @@ class _Loader:
             extra=extra,
         )
 
-    def kernel(self, doc: CommentedMap) -> str | None:
+    def kernel(self, doc: _Map) -> str | None:
         """``kernel``: a line (``"6.1"``) or a ``uname -r``, as a string."""
         value = doc.get("kernel")
         if value is None:
@@ -489,7 +679,7 @@ class _Loader:
                       "line or release; write it quoted, e.g. 'kernel: \"6.1\"'")
         return str(value)
 
-    def interface(self, doc: CommentedMap) -> None:
+    def interface(self, doc: _Map) -> None:
         """``cgroups: v1|v2`` and ``memory_accounting`` (cgroup v2 only)."""
         cgroups = doc.get("cgroups", "v1")
         if not isinstance(cgroups, str) or cgroups not in CGROUP_INTERFACES:
@@ -504,7 +694,7 @@ class _Loader:
                       "mount option; add 'cgroups: v2' at the top")
         self.cgroups, self.memory_accounting = str(cgroups), bool(memory)
 
-    def title(self, doc: CommentedMap) -> str:
+    def title(self, doc: _Map) -> str:
         name = doc.get("name")
         if name is None:
             return ""
@@ -512,11 +702,11 @@ class _Loader:
             return str(name)
         self.fail(doc.lc.value("name"), "'name' must be a line of text; write e.g. 'name: my-test'")
 
-    def pool(self, doc: CommentedMap) -> dict[str, int]:
+    def pool(self, doc: _Map) -> dict[str, int]:
         pool = doc.get("pool")
         if pool is None:
             return dict.fromkeys(POOL_ARGS, 0)
-        if not isinstance(pool, CommentedMap):
+        if not isinstance(pool, _MAPS):
             self.fail(doc.lc.value("pool"), "'pool' must be a mapping; write e.g. "
                       "'pool: {pages: 8, overcommit: 0}'")
         for key, value in pool.items():
@@ -530,10 +720,10 @@ class _Loader:
 
     # -- one step ---------------------------------------------------------------------------
 
-    def step(self, steps: CommentedSeq, index: int) -> Step:
+    def step(self, steps: _Seq, index: int) -> Step:
         pos = steps.lc.item(index)
         item = steps[index]
-        if not isinstance(item, CommentedMap):
+        if not isinstance(item, _MAPS):
             self.fail(pos, "a step must be a mapping with one operation; write e.g. "
                       "'- spawn: {proc: p1}'")
         ops = []
@@ -550,17 +740,17 @@ class _Loader:
         if not ops:
             self.fail(pos, f"the step has no operation; add one of {', '.join(OPS)}")
         op = ops[0]
-        op_pos: Pos = item.lc.key(op)
+        op_pos: Where = partial(item.lc.key, op)
         node = item[op]
         if node is None:
             node = CommentedMap()
-        if not isinstance(node, CommentedMap):
+        if not isinstance(node, _MAPS):
             self.fail(item.lc.value(op), f"the arguments of {op} must be a mapping; write e.g. "
                       f"'{op}: {{{self.example(op)}}}'")
 
         def pos_of(name: str) -> Pos:
             if name not in node:
-                return op_pos
+                return op_pos()
             line, col = node.lc.value(name)
             return line, col
 
@@ -576,7 +766,7 @@ class _Loader:
     def example(self, op: str) -> str:
         return ", ".join(f"{a.name}: {_EXAMPLE[a.kind]}" for a in OPS[op] if a.required)
 
-    def arguments(self, op: str, node: CommentedMap, op_pos: Pos) -> dict[str, Any]:
+    def arguments(self, op: str, node: _Map, op_pos: Where) -> dict[str, Any]:
         spec = {a.name: a for a in OPS[op]}
         for key in node:
             if key not in spec:
@@ -585,58 +775,61 @@ class _Loader:
         args = {a.name: a.default for a in spec.values()}
         for arg in spec.values():
             if arg.name in node:
-                args[arg.name] = self.value(op, arg, node[arg.name], node.lc.value(arg.name))
+                args[arg.name] = self.value(op, arg, node[arg.name],
+                                            partial(node.lc.value, arg.name))
             elif arg.required:
-                self.fail(op_pos, f"{op} is missing argument {arg.name!r}; "
+                self.fail(op_pos(), f"{op} is missing argument {arg.name!r}; "
                           f"add '{arg.name}: {_EXAMPLE[arg.kind]}'")
         return args
 
-    def value(self, op: str, arg: Arg, value: Any, pos: Pos) -> Any:
-        """Check one argument's type, returning it as a plain Python value."""
-        what = f"{op} argument {arg.name!r}"
+    def value(self, op: str, arg: Arg, value: Any, where: Where) -> Any:
+        """Check one argument's type, returning it as a plain Python value; ``where`` is asked
+        for the argument's position only when there is something to report."""
         kind: ArgKind = arg.kind
-        shown = _shown(plain(value))
         if kind == "int":
             if _is_int(value) and value >= 0:
                 if value > UNSIGNED_MAX:
-                    self.fail(pos, f"{what} is {value}, beyond 2^64 - 1, which no system call "
-                              f"takes; write a number of huge pages below 2^64")
+                    self.fail(where(), f"{op} argument {arg.name!r} is {value}, beyond "
+                              "2^64 - 1, which no system call takes; write a number of huge "
+                              "pages below 2^64")
                 return int(value)
-            self.fail(pos, f"{what} must be an integer >= 0 (huge pages), not {shown}; "
-                      f"write e.g. '{arg.name}: 4'")
+            self.fail(where(), f"{op} argument {arg.name!r} must be an integer >= 0 (huge "
+                      f"pages), not {_shown(plain(value))}; write e.g. '{arg.name}: 4'")
         if kind == "bool":
             if isinstance(value, bool | ScalarBoolean):
                 return bool(value)
-            self.fail(pos, f"{what} must be true or false, not {shown}; write "
-                      f"'{arg.name}: true' or '{arg.name}: false'")
+            self.fail(where(), f"{op} argument {arg.name!r} must be true or false, not "
+                      f"{_shown(plain(value))}; write '{arg.name}: true' or "
+                      f"'{arg.name}: false'")
         if kind == "limit":
             if (_is_int(value) and 0 <= value <= UNSIGNED_MAX) or value == "max":
                 return plain(value)
-            self.fail(pos, f"{what} must be a number of huge pages or max, not {shown}; "
-                      f"write e.g. '{arg.name}: 4' or '{arg.name}: max'")
+            self.fail(where(), f"{op} argument {arg.name!r} must be a number of huge pages or "
+                      f"max, not {_shown(plain(value))}; write e.g. '{arg.name}: 4' or "
+                      f"'{arg.name}: max'")
         if kind == "advice":
             if value in ADVICE:
                 return str(value)
-            self.fail(pos, f"{what} must be dontneed or remove, not {shown}; "
-                      f"write '{arg.name}: dontneed' or '{arg.name}: remove'")
-        return self.name(what, kind, value, pos)
+            self.fail(where(), f"{op} argument {arg.name!r} must be dontneed or remove, not "
+                      f"{_shown(plain(value))}; write '{arg.name}: dontneed' or "
+                      f"'{arg.name}: remove'")
+        return self.name(f"{op} argument {arg.name!r}", kind, value, where)
 
-    def name(self, what: str, kind: str, value: Any, pos: Pos) -> str:
+    def name(self, what: str, kind: str, value: Any, where: Where) -> str:
         pattern, spelled = NAME_PATTERNS.get(kind, NAME_PATTERNS["name"])
-        shown = _shown(plain(value))
         if isinstance(value, str):
             if pattern.fullmatch(value):
                 return str(value)
             fix = f"write e.g. {_EXAMPLE[kind]!r}"
         else:
-            fix = f"quote it ('{shown.strip(chr(39))}') if it is meant as a name"
-        self.fail(pos, f"{what} must be a name ({spelled}), not {shown}; {fix}")
+            fix = f"quote it ('{_shown(plain(value)).strip(chr(39))}') if it is meant as a name"
+        self.fail(where(), f"{what} must be a name ({spelled}), not {_shown(plain(value))}; {fix}")
 
     # -- expectations -----------------------------------------------------------------------
 
-    def expect(self, item: CommentedMap) -> dict[str, Any]:
+    def expect(self, item: _Map) -> dict[str, Any]:
         node = item["expect"]
-        if not isinstance(node, CommentedMap):
+        if not isinstance(node, _MAPS):
             self.fail(item.lc.value("expect"), "'expect' must be a mapping; write e.g. "
                       "'expect: {result: ok, rsvd: 4}'")
         for key, value in node.items():
@@ -660,13 +853,13 @@ class _Loader:
             allowed = tuple(k for k in CGROUP_V2_KEYS
                             if k != "memory" or self.memory_accounting)
         example = f"'{section}: {{{_EXAMPLE[section]}: {{{allowed[0]}: 0}}}}'"
-        if not isinstance(node, CommentedMap):
+        if not isinstance(node, _MAPS):
             self.fail(pos, f"expect {section!r} must be a mapping by {section} name; write e.g. "
                       + example)
         kind = "name" if section == "mount" else section
         for name, counters in node.items():
-            self.name(f"expect {section}", kind, name, node.lc.key(name))
-            if not isinstance(counters, CommentedMap):
+            self.name(f"expect {section}", kind, name, partial(node.lc.key, name))
+            if not isinstance(counters, _MAPS):
                 self.fail(node.lc.value(name), f"expect {section} {_shown(plain(name))} must be "
                           f"a mapping of counters; write e.g. {example}")
             for key, value in counters.items():

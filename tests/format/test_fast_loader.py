@@ -1,0 +1,151 @@
+"""The fast reader (libyaml nodes) and the round-trip reader (ruamel) give the same answer.
+
+`load_text` reads with libyaml first and hands the text to ruamel whenever the answers could
+differ (`_fast_parse` returns `_ASIDE`) and for every problem found, so each error message is
+the round-trip reader's.  These tests compare the two readers directly: every example and
+regression loads to an equal `Scenario` through both, edge cases of YAML 1.1 against 1.2 and
+a hostile campaign either step aside or agree.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hugetlbsim.format import loader
+from hugetlbsim.format.loader import ScenarioError, load_text
+
+ROOT = Path(__file__).resolve().parents[2]
+FILES = sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("tests/regressions/*.yaml")])
+
+
+def _slow(text: str, path: str = "x.yaml") -> Any:
+    try:
+        return loader._Loader(path).scenario(loader._parse(text, path))
+    except ScenarioError as exc:
+        return ("error", str(exc))
+
+
+def _fast(text: str, path: str = "x.yaml") -> Any:
+    doc = loader._fast_parse(text)
+    if doc is loader._ASIDE:
+        return loader._ASIDE
+    try:
+        return loader._Loader(path).scenario(doc)
+    except ScenarioError as exc:
+        return ("error", str(exc))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_examples_load_fast_and_equal(path: Path) -> None:
+    text = path.read_text()
+    fast = _fast(text, str(path))
+    assert fast is not loader._ASIDE, "the fast reader should take every example"
+    assert fast == _slow(text, str(path))
+    assert load_text(text, str(path)) == fast
+
+
+EDGE = [
+    "{a:1}", "[a:b]", '"\\/"', "'it''s'", "[a, b,]", "{a, b}", "[a: 1]", "{? a}", '"a\\\n  b"',
+    "|2-\n   x\n  y", ">\n  a\n   b\n  c\n\n  d", "a\n  b\n  c", '"\\N\\_\\L\\P"', '"\\e\\a"',
+    "{a: [b, {c: d}]}", "[[a]]", "- a\n- b", "!!str 1", "! 1", "!x 1", '"\\x41\\u0042"', "0x_1",
+    "1__0", "0b", "._1", "1.", ".5", "+.5", "-.inf", "0o", "1e", "+1e+2", "Null", "NULL", "nUll",
+    "TRUE", "tRue", "Off", "y", "n", "on", "yes", '"a  \n\n  b"', "'a\n\n b'", "[a, ? b : c]",
+    "{a: }", "{: a}", "[,]", "- ", '{"a":1}', '["a":1]', '[a, "b":c]', "{'a':b}", "{a: 1, a: 2}",
+    "{1: a, true: b}", "{1: a, 0x1: b}", "? x", '"#"', "a #b", "a#b", "-1", "[-]", "{-: -}",
+    "? - a\n  - b\n: c", "0:0", "12:30:00", "1_0:2", "0x1F", "1e3", "685.230_15e+03",
+    "190:20:30.15", "-.Inf", ".NAN", "~", "2002-12-14t21:59:43.10-05:00", "2001-12-14", "=",
+    "<<", "{<<: {a: 1}}", "[a?b]", "{a?b: c}", "[?a]", "[? a]", "a?", "{a: b}}", "[a\n b]",
+    "{a: b\n c}", "[a #c\n, b]", '"a" b', "[a: b: c]", "[a::b]", "::", "[a:]", "{a:}", "--- a",
+    "'" + "9" * 101 + "'", "9" * 101, "9" * 100, "0x" + "f" * 98, "*x", "&x a",
+]
+
+
+@pytest.mark.parametrize("value", EDGE)
+def test_edge_values_agree(value: str) -> None:
+    if "\n" in value and not value.startswith(("|", ">", '"', "'")):
+        body = "\n" + "".join(f"  {line}\n" for line in value.split("\n"))
+    else:
+        body = f" {value}\n"
+    text = f"format: 1\nsteps: []\nx-ext:{body}"
+    fast = _fast(text)
+    slow = _slow(text)
+    if fast is loader._ASIDE:
+        if not isinstance(slow, tuple):
+            assert load_text(text, "x.yaml") == slow
+        return
+    if isinstance(fast, tuple):  # an error: load_text asks the round-trip reader
+        assert isinstance(slow, tuple)
+        with pytest.raises(ScenarioError) as caught:
+            load_text(text, "x.yaml")
+        assert str(caught.value) == slow[1]
+    else:
+        assert fast == slow
+
+
+def test_hostile_campaign_agrees() -> None:
+    """The hostile generators' files: the fast reader steps aside, fails (and then the
+    round-trip reader answers), or loads exactly what the round-trip reader loads."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        import test_hostile as hostile
+    finally:
+        sys.path.pop(0)
+    rng = random.Random(2026)
+    took = 0
+    for make, count in hostile.FAMILIES.values():
+        for _ in range(count // 2):
+            content = make(rng)
+            if isinstance(content, bytes):
+                try:
+                    content = content.decode("utf-8")
+                except UnicodeDecodeError:
+                    continue
+            if loader._NON_PRINTABLE.search(content):
+                continue
+            fast = _fast(content)
+            if fast is loader._ASIDE or isinstance(fast, tuple):
+                continue
+            took += 1
+            assert fast == _slow(content), content[:300]
+    assert took > 50
+
+
+def test_without_libyaml_the_round_trip_reader_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = FILES[0].read_text()
+    expected = load_text(text, "a.yaml")
+    monkeypatch.setattr(loader, "_CLoader", None)
+    assert loader._fast_parse(text) is loader._ASIDE
+    assert load_text(text, "a.yaml") == expected
+
+
+def test_error_messages_come_from_the_round_trip_reader() -> None:
+    """An empty value: libyaml and ruamel mark it at different places; the message is ruamel's."""
+    text = "format: 1\nsteps:\n  - spawn: {proc: p}\n    expect:\n  - exit: {proc: p}\n"
+    slow = _slow(text)
+    assert isinstance(slow, tuple)
+    with pytest.raises(ScenarioError) as caught:
+        load_text(text, "x.yaml")
+    assert str(caught.value) == slow[1]
+
+
+def test_large_file_loads_fast() -> None:
+    """10^4 small steps through the fast reader (the round-trip reader took ~0.5 s a thousand)."""
+    import time
+
+    lines = ["format: 1", "pool: {pages: 64}", "steps:", "  - mount: {name: hp}",
+             "  - create: {file: hp/f, size: 64}", "  - spawn: {proc: p}",
+             "  - mmap: {proc: p, map: m, file: hp/f, length: 64}"]
+    for i in range(10_000):
+        lines.append(f"  - touch: {{proc: p, map: m, page: {i % 64}}}")
+    text = "\n".join(lines) + "\n"
+    assert loader._fast_parse(text) is not loader._ASIDE
+    start = time.perf_counter()
+    scenario = load_text(text)
+    assert len(scenario.steps) == 10_004
+    assert time.perf_counter() - start < 2.5
