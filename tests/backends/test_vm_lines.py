@@ -93,3 +93,14 @@ def test_numa_guest_records_per_node_pools() -> None:
                      "node1": {"total": 4, "free": 4, "surp": 0}}
     last = trace.steps[-1].state
     assert sum(n["free"] for n in last["nodes"].values()) == last["free"]
+
+
+def test_v1_mount_waits_out_ebusy_without_a_dying_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On 6.1 (no nr_dying_subsys_hugetlb) a v1 mount right after v2 scenarios is EBUSY for a
+    moment (found by fuzz --against vm:6.1, seed 100350): the mount is tried again."""
+    from hugetlbsim.backends import kernel_cgroup
+
+    answers = iter(["EBUSY", "EBUSY", "ok"])
+    monkeypatch.setattr(kernel_cgroup.ks, "mount", lambda *a: next(answers))
+    monkeypatch.setattr(kernel_cgroup, "_dying_v2", lambda: 0)
+    assert kernel_cgroup.v1_mount_with_retry("/nonexistent") == "ok"
