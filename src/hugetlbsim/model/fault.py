@@ -224,7 +224,9 @@ def hugetlb_wp(vma: VMA, page: int, cgroup: HugetlbCgroup) -> None:
 
     The owner of a private reservation copying its own anon page (shared with a child after
     fork) allocates with ENFORCED; if that fails, it takes the page back from every
-    non-owner private mapping of it (`unmap_ref_private`) and keeps it.
+    non-owner private mapping of it (`unmap_ref_private`) and keeps it - unless that took
+    the owner's own PTE too (a MAP_NORESERVE private mapping of the same file in the owner's
+    process): then the page may be gone, and the write faults again on an empty PTE.
     """
     pte = vma.ptes[page]
     old = pte.folio
@@ -239,7 +241,13 @@ def hugetlb_wp(vma: VMA, page: int, cgroup: HugetlbCgroup) -> None:
         if not cow_from_owner:
             raise KernelError("SIGBUS", err.why) from None
         unmap_ref_private(vma, page, old)
-        pte.writable = True
+        if page in vma.ptes:
+            pte.writable = True
+            return
+        if old.unused:
+            free_huge_folio(old)
+        # The PTE changed under the COW: hugetlb_wp returns 0 and the write faults again.
+        hugetlb_no_page(vma, page, True, cgroup)
         return
     new.anon = True
     new.restore_reserve = False
@@ -251,14 +259,28 @@ def hugetlb_wp(vma: VMA, page: int, cgroup: HugetlbCgroup) -> None:
 
 
 def unmap_ref_private(owner: VMA, page: int, folio: Folio) -> None:
-    """Remove ``folio`` from every non-owner private VMA mapping it at the same address."""
+    """Take ``folio`` back from the non-owner private VMAs of the file around its index.
+
+    As the kernel does it: every private VMA of the file whose range covers the page's file
+    index and that does not own a reservation map is unmapped at the *owner's* address in
+    that VMA's own process, and is marked HPAGE_RESV_UNMAPPED if the page was found there.
+    In a fork child that address is the child's copy of the mapping.  In the owner's own
+    process it is the owner's own PTE: a MAP_NORESERVE private mapping of the same file there
+    takes the page away from the owner and gets the mark itself (found by fuzzing on 6.1,
+    6.12 and 6.18, seed 200060).
+    """
     index = owner.file_index(page)
-    for vma in owner.inode.i_mmap:
+    name = next((n for n, pieces in owner.mm.maps.items() if owner in pieces), None)
+    for vma in list(owner.inode.i_mmap):
         if vma is owner or vma.shared or vma.owner:
             continue
-        pte = vma.ptes.get(page)
-        if vma.start <= page < vma.end and vma.file_index(page) == index and (
-                pte is not None and pte.folio is folio):
-            del vma.ptes[page]
+        if not vma.file_index(vma.start) <= index < vma.file_index(vma.end):
+            continue
+        at = vma.mm.maps.get(name, []) if name is not None else [vma]
+        target = next((v for v in at if v.start <= page < v.end), None)
+        pte = target.ptes.get(page) if target is not None else None
+        if pte is not None and pte.folio is folio:
+            assert target is not None
+            del target.ptes[page]
             folio.mapcount -= 1
             vma.unmapped = True
