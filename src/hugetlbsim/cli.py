@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from hugetlbsim.backends.base import Backend, BackendUnavailable, prepare
+from hugetlbsim.backends.base import Backend, BackendFailed, BackendUnavailable, prepare
 from hugetlbsim.format.loader import ScenarioError, load
 from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.model.kernels import UnknownKernel, kernel
@@ -118,6 +118,9 @@ class _Main(click.Group):
             ctx.exit(EXIT_SCENARIO)
         except BackendUnavailable as exc:
             click.echo(f"backend unavailable: {_one_line(exc)}", err=True)
+            ctx.exit(EXIT_UNAVAILABLE)
+        except BackendFailed as exc:
+            click.echo(f"backend failed: {_one_line(exc)}", err=True)
             ctx.exit(EXIT_UNAVAILABLE)
         except Exception as exc:
             if ctx.params.get("debug"):

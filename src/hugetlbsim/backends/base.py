@@ -15,11 +15,16 @@ from typing import Any, Protocol, runtime_checkable
 
 from hugetlbsim.format.scenario import Scenario
 
-__all__ = ["Backend", "BackendUnavailable", "Batching", "Session", "prepare"]
+__all__ = ["Backend", "BackendFailed", "BackendUnavailable", "Batching", "Session", "prepare"]
 
 
 class BackendUnavailable(Exception):
     """The backend cannot run here (not root, no hugetlbfs, pool busy...): exit status 3."""
+
+
+class BackendFailed(RuntimeError):
+    """A real kernel could not run a scenario to its end (a guest hung, crashed or never came
+    up): not a bug of ours, exit status 3."""
 
 
 class Session(Protocol):

@@ -1,7 +1,7 @@
 """The live-kernel backend: runs each scenario step on this machine's kernel and reads back the
 counters the kernel reports.
 
-The scenario's world is built from private objects only (live-kernel.md §8): a run directory
+The scenario's world is built from private objects only (measured): a run directory
 ``/tmp/hugetlbsim-<pid>-<random>/`` with a run record (see `kernel_cleanup`), a private mount of
 the cgroup v1 hugetlb hierarchy whose child ``hugetlbsim-<runid>`` is the scenario's ``root``
 (the hierarchy's real root is machine-global), one hugetlbfs mount per ``mount`` step, and one
@@ -60,7 +60,7 @@ HP = ks.PAGE_2M
 CG_FILE = "hugetlb.2MB."
 UNLIMITED = 1 << 62
 """A limit at or above this many bytes is "no limit" (the kernel shows slightly different
-values for the pristine default and for a written -1, live-kernel.md §4.2)."""
+values for the pristine default and for a written -1, as measured)."""
 
 _CHARGE_FREE = frozenset({"create", "memfd", "truncate", "punch"})
 """File operations that charge no task: without their process (its spawn failed) the

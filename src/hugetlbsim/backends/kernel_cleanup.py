@@ -1,6 +1,6 @@
 """The run record of a kernel session, and the cleanup that undoes everything it lists.
 
-HugeTLB state is machine-global and survives a crashed run (live-kernel.md §7.2): hugetlbfs
+HugeTLB state is machine-global and survives a crashed run (measured): hugetlbfs
 files keep their pages and reservations, SysV segments persist, a ``min_size=`` mount keeps its
 reservation, and cgroup directories stay in the one hugetlb hierarchy.  So every session keeps a
 JSON record in its private run directory ``/tmp/hugetlbsim-<pid>-<random>/`` and writes each

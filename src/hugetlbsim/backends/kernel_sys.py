@@ -2,7 +2,7 @@
 
 Every wrapper returns the kernel's answer instead of raising: ``"ok"`` or the errno name
 (``"ENOMEM"``...), because a refused call is a scenario result, not an error.  Faults are never
-taken by touching memory: a SIGBUS in Python spins forever (live-kernel.md §5), so pages are
+taken by touching memory: a SIGBUS in Python spins forever (measured), so pages are
 populated with ``MADV_POPULATE_READ/WRITE``, which report a failed fault as ``EFAULT``.
 """
 

@@ -96,7 +96,7 @@ def save(out: Path, finding: Finding) -> Path:
     ignore = out / ".gitignore"
     if not ignore.exists():
         ignore.write_text("# hugetlbsim fuzz output\n*\n", encoding="utf-8")
-    path = out / f"{finding.mode}-seed-{finding.seed}.yaml"
+    path = out / f"{finding.mode.replace(':', '-')}-seed-{finding.seed}.yaml"
     path.write_text(finding.shrunk, encoding="utf-8")
     return path
 

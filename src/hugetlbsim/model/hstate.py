@@ -4,7 +4,7 @@ Counters: `nr_huge_pages` (Total), `free_huge_pages` (Free, reserved pages inclu
 `resv_huge_pages` (Rsvd: promised, not yet consumed), `surplus_huge_pages` (Surp),
 `max_huge_pages` (the persistent target /proc/sys/vm/nr_hugepages reads back) and
 `nr_overcommit_huge_pages`.  The kernel's counters are unsigned longs: `resv_huge_pages` really
-does go below zero on 6.18 (live-kernel.md P14a) and is kept here as a Python int; `unsigned()`
+does go below zero on 6.18 (measured: P14a) and is kept here as a Python int; `unsigned()`
 shows it as the kernel does.  This layer knows nothing of mappings or files.
 """
 

@@ -40,7 +40,7 @@ class PageCounter:
         """Charge every level up to the root; on failure roll back and return the level hit.
 
         Each level's watermark is raised as soon as that level accepts, so a parent refusing
-        still leaves the child's watermark raised (live-kernel.md §4.2, P07c).
+        still leaves the child's watermark raised (measured: P07c).
         """
         counter: PageCounter | None = self
         while counter is not None:

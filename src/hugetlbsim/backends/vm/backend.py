@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hugetlbsim.backends.base import BackendUnavailable
+from hugetlbsim.backends.base import BackendFailed, BackendUnavailable
 from hugetlbsim.backends.vm.boot import BootOptions, BootStats, Outcome, run_batch
 from hugetlbsim.backends.vm.cache import (
     CachedKernel,
@@ -50,7 +50,7 @@ _OPTIONS = {"mem": "memory_mb", "max_pages": "max_pages", "timeout": "scenario_t
             "numa": "numa"}
 
 
-class VmScenarioError(RuntimeError):
+class VmScenarioError(BackendFailed):
     """A scenario did not run to the end in its guest (it hung, the guest crashed, a record
     came back garbled, or the kernel backend failed inside)."""
 
@@ -166,7 +166,7 @@ class VmBackend:
                 todo.setdefault(k, s)
         if todo:
             # cgroup v2 scenarios first: on 6.1, once a v1 hugetlb hierarchy has been mounted
-            # and unmounted, hugetlb is slow to come back to cgroup2 (vm-guests.md).
+            # and unmounted, hugetlb is slow to come back to cgroup2 (measured on 6.1 guests).
             todo = dict(sorted(todo.items(), key=lambda kv: kv[1].cgroups != "v2"))
             items = [scenario_to_wire(s, i) for i, s in enumerate(todo.values())]
             outcomes = run_batch(self.kernel, self.initramfs(), items, self.options,

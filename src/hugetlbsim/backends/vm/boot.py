@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hugetlbsim.backends.base import BackendFailed
 from hugetlbsim.backends.vm.cache import CachedKernel
 from hugetlbsim.backends.vm.frames import Frame, FrameError, FrameParser
 from hugetlbsim.backends.vm.initramfs import with_batch
@@ -52,7 +53,7 @@ LOCK_NAME = "vm.lock"
 OutcomeKind = Literal["trace", "unavailable", "error", "timeout", "crash", "protocol"]
 
 
-class BootError(RuntimeError):
+class BootError(BackendFailed):
     """A guest did not come up at all (twice in a row): nothing of the batch ran."""
 
 
