@@ -9,6 +9,8 @@ are the two halves of truncation, hole punch and eviction.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from hugetlbsim.model.folio import Folio, free_huge_folio
@@ -19,9 +21,187 @@ from hugetlbsim.model.subpool import HugepageSubpool
 from hugetlbsim.model.vma import VMA
 
 __all__ = [
-    "Inode", "hugetlb_add_to_page_cache", "hugetlb_unreserve_pages", "remove_inode_hugepages",
-    "uncharge_file_regions", "vma_interval_tree_insert"
+    "CacheRuns", "IMmap", "Inode", "hugetlb_add_to_page_cache", "hugetlb_unreserve_pages",
+    "remove_inode_hugepages", "uncharge_file_regions", "vma_interval_tree_insert"
 ]
+
+
+class CacheRuns:
+    """The page cache's indexes as sorted, maximal half-open runs ``[start, end)``.
+
+    Kept beside the page-cache dict as pages come and go, O(log n + memmove) each, so that a
+    snapshot lists the runs in O(runs) and a range's cached indexes are found in
+    O(log n + pages in it), whatever else the file caches.
+    """
+
+    __slots__ = ("ends", "starts")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def add(self, index: int) -> None:
+        """``index`` joins the cache (it was not there)."""
+        starts, ends = self.starts, self.ends
+        k = bisect_right(starts, index) - 1
+        left = k >= 0 and ends[k] == index
+        right = k + 1 < len(starts) and starts[k + 1] == index + 1
+        if left and right:
+            ends[k] = ends[k + 1]
+            del starts[k + 1], ends[k + 1]
+        elif left:
+            ends[k] = index + 1
+        elif right:
+            starts[k + 1] = index
+        else:
+            starts.insert(k + 1, index)
+            ends.insert(k + 1, index + 1)
+
+    def add_range(self, start: int, end: int) -> None:
+        """Indexes ``[start, end)`` join the cache (none of them was there)."""
+        starts, ends = self.starts, self.ends
+        k = bisect_right(starts, start) - 1
+        left = k >= 0 and ends[k] == start
+        right = k + 1 < len(starts) and starts[k + 1] == end
+        if left and right:
+            ends[k] = ends[k + 1]
+            del starts[k + 1], ends[k + 1]
+        elif left:
+            ends[k] = end
+        elif right:
+            starts[k + 1] = start
+        else:
+            starts.insert(k + 1, start)
+            ends.insert(k + 1, end)
+
+    def next_cached(self, index: int) -> int | None:
+        """The first cached index at or after ``index``, if any."""
+        starts, ends = self.starts, self.ends
+        k = bisect_right(starts, index) - 1
+        if k >= 0 and ends[k] > index:
+            return index
+        return starts[k + 1] if k + 1 < len(starts) else None
+
+    def remove(self, index: int) -> None:
+        """``index`` leaves the cache (it was there)."""
+        starts, ends = self.starts, self.ends
+        k = bisect_right(starts, index) - 1
+        start, end = starts[k], ends[k]
+        if start == index and end == index + 1:
+            del starts[k], ends[k]
+        elif start == index:
+            starts[k] = index + 1
+        elif end == index + 1:
+            ends[k] = index
+        else:
+            ends[k] = index
+            starts.insert(k + 1, index + 1)
+            ends.insert(k + 1, end)
+
+    def indexes(self, start: int, end: int) -> list[int]:
+        """The cached indexes in ``[start, end)``, in order."""
+        starts, ends = self.starts, self.ends
+        k = max(bisect_right(starts, start) - 1, 0)
+        found: list[int] = []
+        while k < len(starts) and starts[k] < end:
+            lo, hi = max(starts[k], start), min(ends[k], end)
+            if lo < hi:
+                found.extend(range(lo, hi))
+            k += 1
+        return found
+
+    def runs(self) -> list[list[int]]:
+        """``[[start, end], ...]``: a new list of new lists."""
+        return [[s, e] for s, e in zip(self.starts, self.ends, strict=True)]
+
+
+_GAP = 1 << 64
+"""Room left between the order keys of consecutive VMAs of one first index (`IMmap`)."""
+
+
+class IMmap:
+    """A file's i_mmap: its VMAs in the interval tree's order, found and removed in O(log n).
+
+    The order is by first file index, a new VMA going after those with the same index, a fork
+    child's right after its parent's (`vma_interval_tree_insert`).  Each VMA holds an order key
+    ``(first index, position)``; positions within one first index leave gaps, a VMA put right
+    after another takes the middle of the gap, and a gap used up renumbers that index's VMAs
+    (without changing their order).  It reads as the list it replaces: iteration in order,
+    ``len``, truth, ``in``, ``index``, ``remove``.
+    """
+
+    __slots__ = ("keys", "order", "vmas")
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[int, int]] = []
+        self.vmas: list[VMA] = []
+        self.order: dict[VMA, tuple[int, int]] = {}
+
+    def __iter__(self) -> Iterator[VMA]:
+        return iter(self.vmas)
+
+    def __len__(self) -> int:
+        return len(self.vmas)
+
+    def __bool__(self) -> bool:
+        return bool(self.vmas)
+
+    def __contains__(self, vma: object) -> bool:
+        return vma in self.order
+
+    def __getitem__(self, position: int) -> VMA:
+        return self.vmas[position]
+
+    def __repr__(self) -> str:
+        return f"IMmap({self.vmas!r})"
+
+    def index(self, vma: VMA) -> int:
+        """Where ``vma`` is in the order."""
+        if vma not in self.order:
+            raise ValueError("the VMA is not in this i_mmap")
+        return bisect_left(self.keys, self.order[vma])
+
+    def remove(self, vma: VMA) -> None:
+        at = self.index(vma)
+        del self.keys[at], self.vmas[at], self.order[vma]
+
+    def _put(self, at: int, key: tuple[int, int], vma: VMA) -> None:
+        self.keys.insert(at, key)
+        self.vmas.insert(at, vma)
+        self.order[vma] = key
+
+    def append_in_order(self, vma: VMA, first: int) -> None:
+        """Link ``vma`` (first file index ``first``) after every VMA of that index."""
+        at = bisect_left(self.keys, (first + 1, -1))
+        last = self.keys[at - 1] if at and self.keys[at - 1][0] == first else None
+        self._put(at, (first, 0 if last is None else last[1] + _GAP), vma)
+
+    def insert_after(self, vma: VMA, after: VMA) -> None:
+        """Link ``vma`` right after ``after`` (fork), which has the same first index."""
+        at = self.index(after) + 1
+        first, low = self.keys[at - 1]
+        nxt = self.keys[at] if at < len(self.keys) and self.keys[at][0] == first else None
+        if nxt is None:
+            self._put(at, (first, low + _GAP), vma)
+            return
+        if nxt[1] - low < 2:
+            self._renumber(first)
+            at = self.index(after) + 1
+            first, low = self.keys[at - 1]
+            nxt = self.keys[at]
+        self._put(at, (first, (low + nxt[1]) // 2), vma)
+
+    def _renumber(self, first: int) -> None:
+        """Spread the positions of index ``first`` ``_GAP`` apart again, order kept."""
+        lo = bisect_left(self.keys, (first, -1))
+        hi = bisect_left(self.keys, (first + 1, -1))
+        for n, at in enumerate(range(lo, hi)):
+            key = (first, n * _GAP)
+            self.keys[at] = key
+            self.order[self.vmas[at]] = key
 
 
 @dataclass(eq=False)
@@ -38,10 +218,14 @@ class Inode:
     linked: bool = True
     files: int = 0
     """Open file references: the scenario's handle, shm ids, hidden files of anon mappings."""
-    i_mmap: list[VMA] = field(default_factory=list)
+    i_mmap: IMmap = field(default_factory=IMmap)
     evicted: bool = False
     cache_version: int = 0
     """Bumped whenever `page_cache` gains or loses a page (snapshots reuse what is unchanged)."""
+    cached: CacheRuns = field(default_factory=CacheRuns)
+    """`page_cache`'s indexes as runs, kept with it."""
+    serial: int = 0
+    """Its rank in the system's creation order (eviction of several goes in that order)."""
 
     @property
     def in_use(self) -> bool:
@@ -56,13 +240,9 @@ def vma_interval_tree_insert(inode: Inode, vma: VMA, after: VMA | None = None) -
     The order decides which VMA a truncate or hole punch zaps (and frees) first.
     """
     if after is not None:
-        inode.i_mmap.insert(inode.i_mmap.index(after) + 1, vma)
-        return
-    key = vma.file_index(vma.start)
-    pos = len(inode.i_mmap)
-    while pos and inode.i_mmap[pos - 1].file_index(inode.i_mmap[pos - 1].start) > key:
-        pos -= 1
-    inode.i_mmap.insert(pos, vma)
+        inode.i_mmap.insert_after(vma, after)
+    else:
+        inode.i_mmap.append_in_order(vma, vma.file_index(vma.start))
 
 
 def hugetlb_add_to_page_cache(inode: Inode, index: int, folio: Folio) -> None:
@@ -70,6 +250,7 @@ def hugetlb_add_to_page_cache(inode: Inode, index: int, folio: Folio) -> None:
     folio.in_page_cache = True
     folio.restore_reserve = False
     inode.page_cache[index] = folio
+    inode.cached.add(index)
     inode.i_blocks += 1
     inode.cache_version += 1
 
@@ -106,11 +287,9 @@ def remove_inode_hugepages(inode: Inode, start: int, end: int = LONG_MAX) -> Non
     truncate = end == LONG_MAX
     freed = 0
     cache = inode.page_cache
-    # The cached indexes in [start, end), in order: from the range when it is the smaller.
-    indexes = ([i for i in range(start, end) if i in cache] if end - start < len(cache)
-               else sorted(i for i in cache if start <= i < end))
-    for index in indexes:
-        folio = inode.page_cache.pop(index)
+    for index in inode.cached.indexes(start, end):  # the cached indexes in [start, end)
+        folio = cache.pop(index)
+        inode.cached.remove(index)
         inode.cache_version += 1
         folio.in_page_cache = False
         if folio.unused:

@@ -3,9 +3,11 @@
 Each holds on every kernel line the model follows; a violation names what broke, so a wrong
 counter is caught at the step that broke it.  Checked: pool arithmetic; subpool bounds; every
 map's own invariants; every cached page's index is in its inode's map; pages in use =
-Total - Free; each cgroup's fault and reservation usage equals the charges outstanding in its
-subtree; and no reservation is owned by nobody (Rsvd = outstanding reservations + subpool min
-reserves - pages about to restore theirs - min reserves released short).
+Total - Free; every live inode is held by something (a link, a handle, a mapping), its
+cached runs and i_mmap order keys agree with its page cache and VMAs; each cgroup's fault
+and reservation usage equals the charges outstanding in its subtree; and no reservation is
+owned by nobody (Rsvd = outstanding reservations + subpool min reserves - pages about to
+restore theirs - min reserves released short).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from hugetlbsim.model.folio import Folio
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.inode import Inode
 from hugetlbsim.model.resv_map import FileRegion
+from hugetlbsim.model.snapshot import cached_runs
 from hugetlbsim.model.vma import VMA
 
 if TYPE_CHECKING:
@@ -43,9 +46,13 @@ def check_invariants(system: System) -> None:
     linked: dict[Inode, set[VMA]] = {}
     for inode in system.inodes:
         inode.resv_map.check()
+        assert inode.in_use, f"{inode.name}: nothing holds it, yet it was not evicted"
         assert inode.i_blocks == len(inode.page_cache), f"{inode.name}: i_blocks off"
         regions = inode.resv_map.regions()
-        index = _first_uncovered(sorted(inode.page_cache), regions)
+        cached = sorted(inode.page_cache)
+        assert inode.cached.runs() == cached_runs(cached), f"{inode.name}: cached runs off"
+        _check_i_mmap(inode)
+        index = _first_uncovered(cached, regions)
         assert index is None, (
             f"{inode.name}: page {index} is cached but not in the reservation map")
         outstanding += sum(r.to - r.from_ for r in regions)
@@ -75,6 +82,16 @@ def check_invariants(system: System) -> None:
     assert len(folios) == h.nr_huge_pages - h.free_huge_pages, (
         f"{len(folios)} pages in use but Total - Free = {h.nr_huge_pages - h.free_huge_pages}")
     _check_charges(system, folios, vmas)
+
+def _check_i_mmap(inode: Inode) -> None:
+    """The i_mmap's order keys: sorted, one per VMA, each VMA's first index first."""
+    i_mmap = inode.i_mmap
+    assert len(i_mmap.keys) == len(i_mmap.vmas) == len(i_mmap.order), f"{inode.name}: i_mmap"
+    for n, (key, vma) in enumerate(zip(i_mmap.keys, i_mmap.vmas, strict=True)):
+        assert i_mmap.order[vma] == key and key[0] == vma.file_index(vma.start), (
+            f"{inode.name}: i_mmap key of a VMA off")
+        assert n == 0 or i_mmap.keys[n - 1] < key, f"{inode.name}: i_mmap out of order"
+
 
 def _first_uncovered(indexes: list[int], regions: list[FileRegion]) -> int | None:
     """The first of the sorted ``indexes`` that no region covers (one walk of both)."""

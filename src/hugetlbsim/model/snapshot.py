@@ -7,6 +7,8 @@ subpool, each file's reservation map and page-cache indexes (as runs of indexes)
 A file's ``regions`` and ``cached`` lists are rebuilt only when its map or page cache changed
 (their version counters); otherwise a step's state shares the previous step's lists, so a
 long trace does not copy every unchanged map at every step.  Consumers must not modify them.
+The cached runs come from the inode's `CacheRuns`, kept as pages come and go: a rebuild costs
+the runs, not the pages.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def _file_state(inode: Inode) -> dict[str, Any]:
     if known is None or known[0] != version or known[1] != cache_version:
         regions = ([[r.from_, r.to, _info_name(r.info)] for r in inode.resv_map.regions()]
                    if known is None or known[0] != version else known[2])
-        cached = (cached_runs(inode.page_cache) if known is None or known[1] != cache_version
+        cached = (inode.cached.runs() if known is None or known[1] != cache_version
                   else known[3])
         known = (version, cache_version, regions, cached)
         _lists[inode] = known

@@ -10,7 +10,7 @@ failed are remembered as absent and get the kernel's answer for an absent object
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
@@ -72,7 +72,8 @@ class Mount:
 
     name: str
     spool: HugepageSubpool | None
-    inodes: list[Inode] = field(default_factory=list)
+    inodes: dict[Inode, None] = field(default_factory=dict)
+    """Its files' inodes, in creation order (a dict: removing one costs O(1))."""
 
 
 @dataclass(eq=False)
@@ -118,7 +119,11 @@ class System:
         """Nameable files: linked hugetlbfs files, and any file whose handle is open."""
         self.handles: set[str] = set()
         self.shms: dict[str, Shm] = {}
-        self.inodes: list[Inode] = []
+        self.inodes: dict[Inode, None] = {}
+        """Every live inode, in creation order (a dict: removing one costs O(1))."""
+        self._mount_of: dict[Inode, Mount] = {}
+        self._serial = 0
+        """Inodes made so far: each inode's `Inode.serial` is its rank in creation order."""
         self.absent: set[str] = set()
         self.unmounted: set[str] = set()
         """Mounts a successful umount removed (their mount points are gone)."""
@@ -191,6 +196,7 @@ class System:
                     f"{len(inode.i_mmap)} mappings"))
         for inode in mount.inodes:
             self._evict(inode)
+            self._mount_of.pop(inode, None)
         for path in [p for p, i in self.files.items() if i in mount.inodes]:
             del self.files[path]
             self.absent.add(path)
@@ -291,11 +297,12 @@ class System:
     def exit(self, proc: str) -> None:
         """The process exits: all its mappings are zapped, then closed."""
         task = self._proc(proc)
-        unmap_vmas((vma, vma.start, vma.end) for pieces in task.maps.values() for vma in pieces)
+        vmas = [vma for pieces in task.maps.values() for vma in pieces]
+        unmap_vmas((vma, vma.start, vma.end) for vma in vmas)
         task.maps.clear()
         task.cgroup.nr_tasks -= 1
         del self.procs[proc]
-        self._reap()
+        self._reap(vma.inode for vma in vmas)
 
     # -- files -------------------------------------------------------------------------------
 
@@ -305,7 +312,8 @@ class System:
         if mount is None:
             self._fail(file, "ENOENT", f"mount {file.partition('/')[0]} does not exist")
         inode = self._new_inode(file, mount.spool, linked=True, files=1)
-        mount.inodes.append(inode)
+        mount.inodes[inode] = None
+        self._mount_of[inode] = mount
         self._open(file, inode)
         if size is not None:
             hugetlb_vmtruncate(inode, size)
@@ -340,7 +348,7 @@ class System:
             inode.files -= 1
         if not inode.linked:
             del self.files[file]
-        self._reap()
+        self._reap((inode,))
 
     def unlink(self, file: str) -> None:
         """Unlink the name; the inode lives while a handle or a mapping holds it."""
@@ -350,7 +358,7 @@ class System:
         inode.linked = False
         if file not in self.handles:
             del self.files[file]
-        self._reap()
+        self._reap((inode,))
 
     # -- SysV shm -------------------------------------------------------------------------
 
@@ -368,7 +376,7 @@ class System:
             try:
                 hugetlb_reserve_pages(inode, 0, size, None, self._proc(proc).cgroup)
             except KernelError as err:
-                self.inodes.remove(inode)
+                del self.inodes[inode]
                 self._fail(shm, err.result, err.why)
         self.shms[shm] = Shm(inode, size)
         self.absent.discard(shm)
@@ -378,7 +386,7 @@ class System:
         seg = self._lookup(self.shms, shm, "EINVAL", "shm")
         seg.inode.files -= 1
         del self.shms[shm]
-        self._reap()
+        self._reap((seg.inode,))
 
     # -- mappings -------------------------------------------------------------------------
 
@@ -403,7 +411,7 @@ class System:
             inode = self.files[file]
         if not length:
             if anon:
-                self.inodes.remove(inode)
+                del self.inodes[inode]
             self._fail(map, "EINVAL", "a mapping needs at least one page")
         vma = VMA(task, inode, 0, length, offset, shared, noreserve, writable,
                   maywrite=shm is None or writable)
@@ -412,7 +420,7 @@ class System:
             hugetlb_reserve_pages(inode, offset, offset + length, vma, task.cgroup)
         except KernelError as err:
             if anon:
-                self.inodes.remove(inode)
+                del self.inodes[inode]
             self._fail(map, err.result, err.why)
         if file is not None and writable and inode.i_size < offset + length:
             inode.i_size = offset + length
@@ -456,7 +464,7 @@ class System:
         task.maps[map] = [v for v in task.maps[map] if v not in pieces]
         if offset == 0 and end >= task.lengths[map]:
             del task.maps[map], task.lengths[map]
-        self._reap()
+        self._reap(vma.inode for vma in pieces)
 
     def mprotect(self, proc: str, map: str, offset: int = 0, length: int | None = None,
                  writable: bool = True) -> None:
@@ -584,7 +592,9 @@ class System:
                    files: int) -> Inode:
         inode = Inode(name, self.hstate, spool, ResvMap(self.policy), linked=linked,
                       files=files)
-        self.inodes.append(inode)
+        self._serial += 1
+        inode.serial = self._serial
+        self.inodes[inode] = None
         return inode
 
     def _open(self, name: str, inode: Inode) -> None:
@@ -594,15 +604,21 @@ class System:
 
     def _evict(self, inode: Inode) -> None:
         evict_inode(inode)
-        self.inodes.remove(inode)
+        del self.inodes[inode]
 
-    def _reap(self) -> None:
-        """Evict every inode nothing holds any more (last close, unmap, detach or RMID)."""
-        for inode in [i for i in self.inodes if not i.in_use]:
+    def _reap(self, touched: Iterable[Inode]) -> None:
+        """Evict every inode nothing holds any more (last close, unmap, detach or RMID).
+
+        Only an inode the operation let go of can have become unused (``touched``: after
+        every operation each live inode is in use, which the invariants check), so only those
+        are looked at; they are evicted in creation order, as a walk of every inode would.
+        """
+        unused = {inode for inode in touched if inode in self.inodes and not inode.in_use}
+        for inode in sorted(unused, key=lambda i: i.serial):
             self._evict(inode)
-            for mount in self.mounts.values():
-                if inode in mount.inodes:
-                    mount.inodes.remove(inode)
+            mount = self._mount_of.pop(inode, None)
+            if mount is not None:
+                mount.inodes.pop(inode, None)
 
     def folios(self) -> list[Folio]:
         """Every page in use (the hstate's active list)."""
