@@ -189,6 +189,11 @@ class ResvMap:
             self._store.replace(b, i, len(window), kept)
         return RegionDel(deleted, uncharges)
 
+    def region_end(self, f: int) -> int:
+        """The end of the region holding index ``f``, or ``f`` when none holds it."""
+        _, _, window = self._store.window(f, f + 1, touching=False)
+        return window[0][1] if window else f
+
     def region_count(self, f: int, t: int) -> int:
         """Pages of ``[f, t)`` covered by regions."""
         _check_range(f, t)

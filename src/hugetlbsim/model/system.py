@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
+from hugetlbsim.model.bulk import fault_range
 from hugetlbsim.model.errors import KernelError, KernelLacks, ScenarioMisuse
-from hugetlbsim.model.fault import hugetlb_fault
 from hugetlbsim.model.fileops import (
     check_fallocate_args,
     evict_inode,
@@ -439,16 +439,15 @@ class System:
         attempt can count in failcnt or leak subpool capacity; fuzz seeds 679, 7261).
         """
         start = vma.start
+        at = [start]
         while start < vma.end:
-            page = start
             try:
-                for page in range(start, vma.end):
-                    hugetlb_fault(vma, page, write, vma.mm.cgroup)
+                fault_range(vma, start, vma.end, write, vma.mm.cgroup, at)
                 return
             except KernelError:
-                if page == start:
+                if at[0] == start:
                     return
-                start = page
+                start = at[0]
 
     def munmap(self, proc: str, map: str, offset: int = 0, length: int | None = None) -> None:
         """Unmap part or all of a mapping (offsets relative to the mapping as created)."""
@@ -501,13 +500,16 @@ class System:
         task = self._proc(proc)
         if map not in task.maps:
             self._absent_map(map, "SIGSEGV")
-        for p in range(page, page + count):
+        p, end = page, page + count
+        while p < end:  # piece by piece: a VMA's pages share its checks (`fault_range`)
             vma = piece(task.maps[map], p)
             if vma is None:
                 raise KernelError("SIGSEGV", f"page {p} of {map} is not mapped")
             if write and not vma.writable:
                 raise KernelError("SIGSEGV", f"page {p} of {map} is mapped read-only")
-            hugetlb_fault(vma, p, write, task.cgroup)
+            stop = min(vma.end, end)
+            fault_range(vma, p, stop, write, task.cgroup)
+            p = stop
 
     def madvise(self, proc: str, map: str, page: int, count: int = 1,
                 advice: str = "dontneed") -> None:

@@ -1,0 +1,124 @@
+"""Faulting a range of uniform pages at once, where every page would take the same path.
+
+`fault_range` is what `touch` and MAP_POPULATE call for the pages of one VMA piece.  It faults
+the first page through `hugetlb_fault` as always, then takes in one stride the longest run of
+the following pages that the page-by-page path would each fault identically, and goes back to
+`hugetlb_fault` from the first page whose outcome could differ (a page already present, the
+free list or a cgroup limit running out...).  Counters, maps, page cache and page tables end
+exactly as the page-by-page path leaves them; `BULK = False` turns the stride off (the
+differential tests compare both).
+
+The one stride taken: a shared mapping's fault on indexes that are all reserved in the file's
+map, none cached, none mapped, all below i_size.  Each such page is `hugetlb_no_page`'s new
+page-cache page with `MapChg.REUSE`:
+
+* `vma_needs_reservation`/`vma_commit_reservation` on a reserved index count no gap and add
+  nothing; after the first page the region cache already holds the one entry `region_chg`
+  asks for, so for the rest both calls leave the map exactly as it was (no entry, no cache
+  growth, `adds_in_progress` back where it was);
+* REUSE takes nothing from the subpool and charges no reservation (`took == 0`, no drift);
+* the global reservation is consumed on every kernel line the model follows: with
+  `GBL_CHG_DECIDES_CONSUMPTION` because ``gbl_chg == 0``, before it because
+  `_vma_has_reserves` is true for a shared VMA with ``chg == 0`` (MAP_NORESERVE or not);
+  the page comes off the free list (``dequeue_huge_page(0)`` needs only a free page);
+* the fault charge (and the memory charge with memory accounting) succeeds while every level
+  of the hierarchy has room: the stride stops where the first level would refuse.
+
+Private mappings (their reservation map records each fault as its own region, merged or not
+by the policy) and every other path keep going page by page.
+"""
+
+from __future__ import annotations
+
+from hugetlbsim.model.fault import hugetlb_fault
+from hugetlbsim.model.folio import Folio
+from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup, PageCounter
+from hugetlbsim.model.vma import VMA, Pte
+
+__all__ = ["BULK", "fault_range"]
+
+BULK = True
+"""Take the uniform strides (False: every page through `hugetlb_fault`, for comparison)."""
+
+_MIN_STRIDE = 4
+"""Pages below which a stride is not worth its checks."""
+
+
+def fault_range(vma: VMA, start: int, end: int, write: bool, cgroup: HugetlbCgroup,
+                at: list[int] | None = None) -> None:
+    """Fault virtual pages ``[start, end)`` of ``vma`` in order, as `hugetlb_fault` on each
+    would (its KernelError at the first page that fails, with the same state); ``at[0]``,
+    if given, is the page being faulted (the one that failed, on a KernelError)."""
+    page = start
+    while page < end:
+        if at is not None:
+            at[0] = page
+        hugetlb_fault(vma, page, write, cgroup)
+        page += 1
+        if BULK and end - page >= _MIN_STRIDE:
+            page += _shared_stride(vma, page, end, cgroup)
+
+
+def _room(counter: PageCounter | None) -> int | None:
+    """Pages every level from ``counter`` up can still be charged (None: no bound)."""
+    room: int | None = None
+    while counter is not None:
+        limit = counter.ceiling if counter.limit is None else counter.limit
+        if limit is not None:
+            left = max(limit - counter.usage, 0)
+            room = left if room is None else min(room, left)
+        counter = counter.parent
+    return room
+
+
+def _shared_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> int:
+    """Fault the longest uniform run from ``start`` (see the module's note); pages done.
+
+    Each bound costs O(log n), and the PTE walk stops at the first present page, so a stride
+    costs O(log n + its pages) and a refused one O(log n + `_MIN_STRIDE`).
+    """
+    inode = vma.inode
+    if not vma.shared or vma.unmapped:
+        return 0
+    h, resv = inode.hstate, inode.resv_map
+    if resv.region_cache_count < resv.adds_in_progress + 1:
+        return 0  # region_chg would grow the cache: the first page's own path
+    first = vma.file_index(start)
+    n = min(end - start, inode.i_size - first, h.free_huge_pages,
+            resv.region_end(first) - first)
+    cached = inode.cached.next_cached(first)
+    if cached is not None:
+        n = min(n, cached - first)
+    for room in (_room(cgroup.fault), _room(cgroup.memory)):
+        if room is not None:
+            n = min(n, room)
+    if n < _MIN_STRIDE:
+        return 0
+    ptes = vma.ptes
+    if ptes:
+        for page in range(start, start + n):
+            if page in ptes:
+                n = page - start
+                break
+        if n < _MIN_STRIDE:
+            return 0
+    last = first + n
+    # The page-by-page path, n times over (fault.py: alloc_hugetlb_folio with REUSE, then
+    # hugetlb_no_page's page-cache branch).
+    if cgroup.fault.try_charge(n) is not None:  # cannot refuse: n fits every level
+        raise AssertionError("a fault charge within the room was refused")
+    memcg = None
+    if cgroup.memory is not None:
+        cgroup.memory.try_charge(n)
+        memcg = cgroup
+    h.free_huge_pages -= n
+    h.resv_huge_pages -= n
+    spool, cache, writable = inode.spool, inode.page_cache, vma.writable
+    for page in range(start, start + n):
+        folio = Folio(h, spool, cgroup, None, memcg=memcg, in_page_cache=True, mapcount=1)
+        cache[page - start + first] = folio
+        ptes[page] = Pte(folio, writable)
+    inode.cached.add_range(first, last)
+    inode.i_blocks += n
+    inode.cache_version += n
+    return n
