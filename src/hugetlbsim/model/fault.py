@@ -48,7 +48,7 @@ def alloc_hugetlb_folio(vma: VMA, index: int, cow_from_owner: bool,
 
     The error path mirrors 6.18's unwinding, including its leak: a subpool page taken
     without a min_size reserve (`gbl_chg == 1`) is not returned when the allocation fails
-    later, so a `size=` mount loses one page of capacity per failed fault (live-kernel P14d).
+    later, so a `size=` mount loses one page of capacity per failed fault (measured: P14d).
     Older releases differ where ``h.kernel`` lacks `COW_OWNER_TAKES_SUBPOOL_RESERVE`,
     `GBL_CHG_DECIDES_CONSUMPTION` or `SUBPOOL_UNWIND_EXACT` (see `hugetlbsim.model.kernels`).
     """

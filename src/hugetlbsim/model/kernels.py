@@ -74,7 +74,7 @@ MEMCG_HUGETLB: Final = _switch(Switch(
     effect="cgroup2's memory_hugetlb_accounting mount option: pages charged to memcg at "
            "allocation, uncharged when freed (before: the option does not exist, EINVAL)",
     scenario="a scenario with cgroups: v2 and memory_accounting: true is refused before 6.7",
-    confirmed="6.1.0-57 (mount option refused), 6.12.117 (accepted); vm-guests.md"))
+    confirmed="6.1.0-57 (mount option refused), 6.12.117 (accepted)"))
 
 RESTORE_RESERVE_ON_UNMAP: Final = _switch(Switch(
     "restore_reserve_on_unmap", "df7a6d1f6405", "mm/hugetlb: restore the reservation if needed",
@@ -95,7 +95,7 @@ UNMAP_RESTORE_ONLY_IF_UNMAPPED: Final = _switch(Switch(
     effect="restore-on-unmap acts only when the zapped page's last mapping goes (a page still "
            "mapped by a forked child keeps its marker and is freed later without restore); "
            "before: the owner's zap restores a page the child still maps, so Rsvd underflows "
-           "(live-kernel P14a/P14b on 6.18.44).  Key and release: the 6.12.y commit (CVE-2026-"
+           "(measured: P14a/P14b on 6.18.44).  Key and release: the 6.12.y commit (CVE-2026-"
            "89593, in 6.12.110); the mainline id was not found, its release is an estimate "
            "after 6.18; the behaviour is inferred from the subject (patch text not read)",
     scenario="tests/kernel-lines/unmap-restore-only-if-unmapped.yaml",
