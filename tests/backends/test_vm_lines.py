@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_vm import KERNELS, VM_REASON
 
 from hugetlbsim.backends.base import prepare
 from hugetlbsim.backends.model import ModelBackend
-from hugetlbsim.backends.vm import cache as vmcache
 from hugetlbsim.backends.vm.backend import backend_from_spec
 from hugetlbsim.format.loader import load
 from hugetlbsim.model.kernels import kernel
@@ -20,18 +20,8 @@ from hugetlbsim.trace import compare
 LINES = Path(__file__).resolve().parents[1] / "kernel-lines"
 
 
-def _unavailable() -> str | None:
-    missing = [p for p in vmcache.missing_host_pieces()
-               if p.package in ("qemu-system-x86", "busybox-static", "python3.11-minimal")]
-    if missing:
-        return f"missing {', '.join(p.name for p in missing)}: {vmcache.install_command(missing)}"
-    if not vmcache.cached_kernels():
-        return "no cached kernels: hugetlbsim kernels fetch 6.1 6.12"
-    return None
-
-
-REASON = _unavailable()
-UNAMES = [] if REASON else [k.uname for k in vmcache.cached_kernels()]
+REASON = VM_REASON
+UNAMES = KERNELS
 
 
 @pytest.mark.vm

@@ -138,7 +138,7 @@ def ensure_on_cgroup2(scratch: str) -> str | None:
         if r != "ok":
             return f"cannot mount the leftover cgroup v1 hugetlb hierarchy: {r}"
         wait_v1_released(scratch)
-        r = _umount(scratch)
+        r = ks.umount_retrying(scratch)
         if r != "ok":
             return f"cannot unmount the leftover cgroup v1 hugetlb hierarchy: {r}"
     finally:
@@ -171,16 +171,6 @@ def v1_mount_with_retry(point: str) -> str:
         else:  # kernels before 6.11 do not count dying subsystems: try the mount again
             time.sleep(0.05)
         r = ks.mount("cgroup", point, "hugetlb")
-    return r
-
-
-def _umount(target: str, attempts: int = 40) -> str:
-    """umount, retrying EBUSY for about two seconds (a reader walking the mount)."""
-    r = ks.umount(target)
-    while r == "EBUSY" and attempts > 0:
-        time.sleep(0.05)
-        attempts -= 1
-        r = ks.umount(target)
     return r
 
 

@@ -16,7 +16,6 @@ import contextlib
 import glob
 import json
 import os
-import time
 from dataclasses import asdict, dataclass, field
 
 from hugetlbsim.backends import kernel_sys as ks
@@ -133,7 +132,7 @@ def _remove_mounts(rec: RunRecord, problems: list[str]) -> None:
             for entry in os.scandir(mnt):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
-            r = _umount(mnt)
+            r = ks.umount_retrying(mnt)
             if r != "ok":
                 problems.append(f"umount {mnt}: {r}")
                 break
@@ -165,7 +164,7 @@ def _remove_cgroups(rec: RunRecord, problems: list[str]) -> None:
     if not wait_v1_released(cg):
         problems.append(f"the removed cgroups of {cg} are not released")
         return
-    r = _umount(cg)
+    r = ks.umount_retrying(cg)
     if r != "ok":
         problems.append(f"umount {cg}: {r}")
         return
@@ -173,17 +172,6 @@ def _remove_cgroups(rec: RunRecord, problems: list[str]) -> None:
     late = after_v1_umount()
     if late is not None:
         problems.append(late)
-
-
-def _umount(target: str, attempts: int = 40) -> str:
-    """umount, retrying EBUSY for about two seconds: a reader such as `hugetlbsim status`
-    walking the mount holds it busy for a moment (seen once in a 5000-scenario campaign)."""
-    r = ks.umount(target)
-    while r == "EBUSY" and attempts > 0:
-        time.sleep(0.05)
-        attempts -= 1
-        r = ks.umount(target)
-    return r
 
 
 def _restore_pool(rec: RunRecord, problems: list[str]) -> None:

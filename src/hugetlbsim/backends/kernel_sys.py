@@ -14,6 +14,7 @@ import errno
 import os
 import select
 import signal
+import time
 from typing import Any
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "shmget",
     "start_time",
     "umount",
+    "umount_retrying",
     "wait_exit",
     "write_str"
 ]
@@ -212,6 +214,17 @@ def mount(fstype: str, target: str, data: str) -> str:
 def umount(target: str) -> str:
     """umount2(target, 0): EBUSY while anything still uses the mount."""
     return _rc(_umount2(target.encode(), 0))
+
+
+def umount_retrying(target: str, attempts: int = 40) -> str:
+    """umount, retrying EBUSY for about two seconds: a reader such as `hugetlbsim status`
+    walking the mount holds it busy for a moment (seen once in a 5000-scenario campaign)."""
+    r = umount(target)
+    while r == "EBUSY" and attempts > 0:
+        time.sleep(0.05)
+        attempts -= 1
+        r = umount(target)
+    return r
 
 
 def start_time(pid: int) -> int | None:
