@@ -13,9 +13,10 @@ Besides types and required arguments, the loader follows each name through the s
 Top-level keys other than format/name/pagesize/pool/steps are extensions and are kept in
 `Scenario.extra`, except near-misses of a known key, which are reported as typos.
 
-Two readers give the same answer.  The fast one composes nodes with libyaml (PyYAML's
-``CSafeLoader``, positions kept as marks) and resolves each plain scalar with ruamel's YAML 1.2
-resolver and constructor (once per distinct text); it steps aside, and the round-trip reader
+Two readers give the same answer.  The fast one builds the document from libyaml's events
+(PyYAML's ``CSafeLoader``, in C; where each step starts is kept from its marks) and resolves
+each plain scalar with ruamel's YAML 1.2 resolver and constructor (once per distinct text); it
+steps aside, and the round-trip reader
 (ruamel, in Python) reads the file, whenever it could answer differently: anything libyaml
 refuses, tags, anchors, directives, tabs, carriage returns and non-ASCII text, duplicate or
 complex keys, merge keys, overlong integers, nesting deeper than `MAX_DEPTH`, and every problem
@@ -51,13 +52,17 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scanner import RoundTripScanner
 
 try:  # libyaml through PyYAML: the fast reader; without it every file takes the round-trip one
-    from yaml import CSafeLoader as _CLoader
-    from yaml import MappingNode as _CMappingNode
-    from yaml import ScalarNode as _CScalarNode
-    from yaml import SequenceNode as _CSequenceNode
+    from yaml import CSafeLoader as _CParser
     from yaml import YAMLError as _CYAMLError
+    from yaml.events import DocumentEndEvent as _DocumentEndEvent
+    from yaml.events import MappingEndEvent as _MappingEndEvent
+    from yaml.events import MappingStartEvent as _MappingStartEvent
+    from yaml.events import ScalarEvent as _ScalarEvent
+    from yaml.events import SequenceEndEvent as _SequenceEndEvent
+    from yaml.events import SequenceStartEvent as _SequenceStartEvent
+    from yaml.events import StreamEndEvent as _StreamEndEvent
 except ImportError:  # pragma: no cover - PyYAML is a dependency; a build without libyaml
-    _CLoader = None  # type: ignore[assignment,misc]
+    _CParser = None  # type: ignore[assignment,misc]
 
 from hugetlbsim.format.names import NAME_PATTERNS, Names
 from hugetlbsim.format.scenario import (
@@ -106,8 +111,8 @@ __all__ = [
 
 MAX_FILE_BYTES = 64 << 20
 """The largest scenario file read.  Scenarios are a few kilobytes, but a generated one can
-be large (bench/scale.py loads 10^5 steps, some 6 MB); loading costs about 0.3 s a MB through
-libyaml, up to about 2 s a MB through the round-trip reader."""
+be large (bench/scale.py loads 10^5 steps, some 6 MB); loading costs about 0.25 s and 20 MB a
+MB through libyaml, up to about 7 s and 150 MB a MB through the round-trip reader."""
 MAX_DEPTH = 32
 """The deepest nesting of YAML collections (a scenario needs 6)."""
 MAX_INT_CHARS = 100
@@ -251,7 +256,7 @@ def load_text(text: str, path: str = "<scenario>") -> Scenario:
         if fast is not _ASIDE:
             try:
                 return _Loader(path).scenario(fast)
-            except ScenarioError:
+            except (ScenarioError, _Aside):
                 pass  # the message, and where it points, come from the round-trip reader
     finally:
         if enabled:
@@ -346,44 +351,39 @@ def _parse(text: str, path: str) -> Any:
 
 
 class _Lines:
-    """``.lc`` of a fast-read mapping or sequence: 0-based (line, column) of its keys, values
-    and items, read from libyaml's marks when asked (only a step's own line is asked every
-    time)."""
+    """``.lc`` of a fast-read mapping or sequence.  A checked file needs only where each step
+    starts (`item`); every other position is asked only for a message, and messages come from
+    the round-trip reader, so asking for one hands the text over to it (`_Aside`)."""
 
-    __slots__ = ("key_of", "node", "pairs")
+    __slots__ = ("items",)
 
-    def __init__(self, node: Any, key_of: Callable[[Any], Any]) -> None:
-        self.node = node
-        self.key_of = key_of
-        self.pairs: dict[Any, Any] | None = None
-
-    def _pair(self, key: Any) -> Any:
-        if self.pairs is None:
-            self.pairs = {self.key_of(pair[0]): pair for pair in self.node.value}
-        return self.pairs[key]
+    def __init__(self, items: list[Pos] | None = None) -> None:
+        self.items = items
 
     def key(self, key: Any) -> Pos:
-        mark = self._pair(key)[0].start_mark
-        return mark.line, mark.column
+        raise _Aside
 
     def value(self, key: Any) -> Pos:
-        mark = self._pair(key)[1].start_mark
-        return mark.line, mark.column
+        raise _Aside
 
     def item(self, index: int) -> Pos:
-        mark = self.node.value[index].start_mark
-        return mark.line, mark.column
+        if self.items is None:
+            raise _Aside
+        return self.items[index]
+
+
+_MAP_LINES = _Lines()
 
 
 class _FastMap(dict[Any, Any]):
-    """A mapping read by the fast reader (a plain dict with `_Lines` positions)."""
+    """A mapping read by the fast reader (a plain dict; `_Lines` without positions)."""
 
     __slots__ = ("lc",)
     lc: _Lines
 
 
 class _FastSeq(list[Any]):
-    """A sequence read by the fast reader (a plain list with `_Lines` positions)."""
+    """A sequence read by the fast reader (a plain list; `_Lines` with its items' starts)."""
 
     __slots__ = ("lc",)
     lc: _Lines
@@ -404,36 +404,19 @@ _ASIDE: Any = object()
 _JSON_COLON = re.compile(r"[\]}\"']:\S")
 """A colon right after a quoted scalar or a flow collection: libyaml takes ``["a":1]`` as a
 pair, ruamel refuses it.  `_fast_parse` steps aside for it and for other text whose reading
-may differ between libyaml (YAML 1.1) and ruamel (YAML 1.2), or that the round-trip reader
-refuses where nodes cannot show it: non-ASCII text (with its other line breaks), anchors (an
-anchor without an alias leaves no trace in the nodes), directives, tabs, carriage returns."""
-_PLAIN, _QUOTED, _COLLECTION = "plain", "quoted", "collection"
-"""The fast reader's node tags: implicit ones only; an explicit tag (even ``!``) keeps its own
-text, and the reader steps aside."""
-
-
-if _CLoader is not None:
-
-    class _FastComposer(_CLoader):
-        """libyaml's composer (in C) with resolution left to `_fast_parse`: each node is
-        tagged only with how it was written."""
-
-        def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
-            if kind is _CScalarNode:
-                return _PLAIN if implicit[0] else _QUOTED if implicit[1] else "!"
-            return _COLLECTION if implicit else "!"
-
-        def descend_resolver(self, current_node: Any, current_index: Any) -> None:
-            pass
-
-        def ascend_resolver(self) -> None:
-            pass
+may differ between libyaml (YAML 1.1) and ruamel (YAML 1.2): non-ASCII text (with its other
+line breaks), anchors, directives, tabs, carriage returns."""
 
 
 def _fast_parse(text: str) -> Any:
     """The document as `_FastMap`/`_FastSeq`/scalars equal to the round-trip reader's, or
-    `_ASIDE` where it could differ."""
-    if (_CLoader is None or not text.isascii() or "&" in text or "\t" in text or "\r" in text
+    `_ASIDE` where it could differ.
+
+    Built straight from libyaml's events (no node tree is kept: a 6 MB file costs tens of MB,
+    not hundreds); anchors, aliases, tags (even ``!``), complex or duplicate keys, nesting
+    deeper than `MAX_DEPTH` and more than one document step aside.
+    """
+    if (_CParser is None or not text.isascii() or "&" in text or "\t" in text or "\r" in text
             or text.startswith("%") or "\n%" in text or _JSON_COLON.search(text)):
         return _ASIDE
     resolver_yaml = yaml_rt()
@@ -444,10 +427,6 @@ def _fast_parse(text: str) -> Any:
     def plain(value: str) -> Any:
         """A plain scalar as the round-trip reader builds it (its resolver and constructor,
         after `_ScenarioComposer`'s rules), once per distinct text."""
-        try:
-            return scalars[value]
-        except KeyError:
-            pass
         tag = str(resolve(ScalarNode, value, (True, False)))
         if tag == _TAG + "merge" or (tag == _TAG + "int" and len(value) > MAX_INT_CHARS):
             raise _Aside
@@ -458,46 +437,67 @@ def _fast_parse(text: str) -> Any:
             scalars[value] = built
         return built
 
-    def key_of(node: Any) -> Any:
-        return node.value if node.tag == _QUOTED else plain(node.value)
+    parser = _CParser(text)
+    get: Callable[[], Any] = parser.get_event
 
-    def build(node: Any, depth: int) -> Any:
-        tag = node.tag
-        if tag == _PLAIN:
-            value: str = node.value
+    def build(event: Any, depth: int) -> Any:
+        kind = type(event)
+        if event.anchor is not None or event.tag is not None:
+            raise _Aside
+        if kind is _ScalarEvent:
+            value: str = event.value
+            if event.style:  # quoted or block: text; plain is ""
+                return value
             try:
                 return scalars[value]
             except KeyError:
                 return plain(value)
-        if tag == _QUOTED:
-            return node.value
-        if tag != _COLLECTION or depth >= MAX_DEPTH:
+        if depth >= MAX_DEPTH:
             raise _Aside
         depth += 1
-        if type(node) is _CMappingNode:
+        if kind is _MappingStartEvent:
             mapping = _FastMap()
-            for key_node, value_node in node.value:
-                if key_node.tag != _PLAIN and key_node.tag != _QUOTED:
-                    raise _Aside  # a complex key, or a tag
-                mapping[build(key_node, depth)] = build(value_node, depth)
-            if len(mapping) != len(node.value):
+            pairs = 0
+            while True:
+                key_event = get()
+                if type(key_event) is _MappingEndEvent:
+                    break
+                if type(key_event) is not _ScalarEvent:
+                    raise _Aside  # a complex key (or an alias)
+                key = build(key_event, depth)
+                mapping[key] = build(get(), depth)
+                pairs += 1
+            if len(mapping) != pairs:
                 raise _Aside  # a duplicate key
-            mapping.lc = _Lines(node, key_of)
+            mapping.lc = _MAP_LINES
             return mapping
-        if type(node) is _CSequenceNode:
-            items = _FastSeq([build(item, depth) for item in node.value])
-            items.lc = _Lines(node, key_of)
+        if kind is _SequenceStartEvent:
+            items = _FastSeq()
+            starts: list[Pos] = []
+            while True:
+                item = get()
+                if type(item) is _SequenceEndEvent:
+                    break
+                mark: Any = item.start_mark
+                starts.append((mark.line, mark.column))
+                items.append(build(item, depth))
+            items.lc = _Lines(starts)
             return items
-        raise _Aside
+        raise _Aside  # an alias
 
     try:
-        composer = _FastComposer(text)
         try:
-            root = composer.get_single_node()
+            get()  # the stream's start
+            event = get()
+            if type(event) is _StreamEndEvent:
+                return None
+            root = build(get(), 0)  # after the document's start
+            if type(get()) is not _DocumentEndEvent or type(get()) is not _StreamEndEvent:
+                raise _Aside  # more than one document
+            return root
         finally:
-            composer.dispose()
-        return None if root is None else build(root, 0)
-    except (_Aside, _CYAMLError, RecursionError, ValueError, TypeError):
+            parser.dispose()
+    except (_Aside, _CYAMLError, RecursionError, ValueError, TypeError, AttributeError):
         return _ASIDE
 
 
@@ -833,13 +833,13 @@ class _Loader:
             self.fail(item.lc.value("expect"), "'expect' must be a mapping; write e.g. "
                       "'expect: {result: ok, rsvd: 4}'")
         for key, value in node.items():
-            pos = node.lc.value(key)
+            pos = partial(node.lc.value, key)
             if key not in EXPECT_KEYS:
                 self.fail(node.lc.key(key), f"unknown expectation {_shown(plain(key))}; "
                           + _suggest(key, EXPECT_KEYS))
             if key == "result":
                 if value not in RESULTS:
-                    self.fail(pos, f"expected result {_shown(plain(value))} is not a result; "
+                    self.fail(pos(), f"expected result {_shown(plain(value))} is not a result; "
                               f"use one of {', '.join(RESULTS)}")
             elif key in POOL_KEYS:
                 self.count(key, value, pos)
@@ -847,14 +847,14 @@ class _Loader:
                 self.section(key, value, pos)
         return {str(k): plain(v) for k, v in node.items()}
 
-    def section(self, section: str, node: Any, pos: Pos) -> None:
+    def section(self, section: str, node: Any, pos: Where) -> None:
         allowed = SECTION_KEYS[section]
         if section == "cgroup" and self.cgroups == "v2":
             allowed = tuple(k for k in CGROUP_V2_KEYS
                             if k != "memory" or self.memory_accounting)
         example = f"'{section}: {{{_EXAMPLE[section]}: {{{allowed[0]}: 0}}}}'"
         if not isinstance(node, _MAPS):
-            self.fail(pos, f"expect {section!r} must be a mapping by {section} name; write e.g. "
+            self.fail(pos(), f"expect {section!r} must be a mapping by {section} name; write e.g. "
                       + example)
         kind = "name" if section == "mount" else section
         for name, counters in node.items():
@@ -869,7 +869,7 @@ class _Loader:
                     continue
                 if key in ("limit", "rsvd_limit") and value == "max":
                     continue
-                self.count(key, value, counters.lc.value(key))
+                self.count(key, value, partial(counters.lc.value, key))
 
     def not_here(self, section: str, key: Any, allowed: tuple[str, ...]) -> str:
         """Why an expectation key is refused: unknown, or of the other cgroup interface."""
@@ -882,11 +882,11 @@ class _Loader:
             return f"{key} is a cgroup v2 counter; add 'cgroups: v2' at the top"
         return f"unknown {section} expectation {_shown(plain(key))}; " + _suggest(key, allowed)
 
-    def count(self, key: str, value: Any, pos: Pos) -> None:
+    def count(self, key: str, value: Any, pos: Where) -> None:
         if not _is_int(value) or not 0 <= value <= UNSIGNED_MAX:
             extra = ", max or null" if key in ("limit", "rsvd_limit") else (
                 " or null" if key in NULLABLE_KEYS else "")
-            self.fail(pos, f"expected {key} must be an unsigned integer{extra}, not "
+            self.fail(pos(), f"expected {key} must be an unsigned integer{extra}, not "
                       f"{_shown(plain(value))}; "
                       f"write e.g. '{key}: 0' (an underflow reads as 2^64 - n)")
 
