@@ -17,7 +17,7 @@ from hugetlbsim.model.subpool import HugepageSubpool
 __all__ = ["Folio", "free_huge_folio"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Folio:
     """One huge page in use: in a page cache, mapped, or both."""
 

@@ -29,7 +29,7 @@ class PrivateResv:
     cgroup: HugetlbCgroup | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Pte:
     """A present huge page table entry."""
 
