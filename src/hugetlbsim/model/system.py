@@ -273,9 +273,13 @@ class System:
     def fork(self, proc: str, child: str) -> None:
         """fork: the child gets every mapping, but private ones without their reservation map.
 
-        Private PTEs are write-protected in both processes and the anon pages shared.
+        Private PTEs are write-protected in both processes and the anon pages shared.  A parent
+        that does not exist (its spawn failed) forks nothing: the child is absent too.
         """
-        parent = self._proc(proc)
+        try:
+            parent = self._proc(proc)
+        except KernelError as err:
+            self._fail(child, err.result, err.why)
         kid = Process(child, parent.cgroup)
         parent.cgroup.nr_tasks += 1
         for name, pieces in parent.maps.items():
