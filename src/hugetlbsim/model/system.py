@@ -367,7 +367,14 @@ class System:
     # -- SysV shm -------------------------------------------------------------------------
 
     def shmget(self, shm: str, size: int, noreserve: bool = False, proc: str = "init") -> None:
-        """shmget(SHM_HUGETLB): reserve the whole segment now, charged to ``proc``'s cgroup."""
+        """shmget(SHM_HUGETLB): reserve the whole segment now, charged to ``proc``'s cgroup.
+
+        A process that does not exist calls nothing (ESRCH), whatever the arguments.
+        """
+        try:
+            task = self._proc(proc)
+        except KernelError as err:
+            self._fail(shm, err.result, err.why)
         if size <= 0:
             self._fail(shm, "EINVAL", "a shm segment needs at least one page")
         try:
@@ -378,7 +385,7 @@ class System:
         inode.i_size = size
         if not noreserve:
             try:
-                hugetlb_reserve_pages(inode, 0, size, None, self._proc(proc).cgroup)
+                hugetlb_reserve_pages(inode, 0, size, None, task.cgroup)
             except KernelError as err:
                 del self.inodes[inode]
                 self._fail(shm, err.result, err.why)
