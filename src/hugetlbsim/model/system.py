@@ -334,9 +334,11 @@ class System:
 
     def fallocate(self, file: str, offset: int, length: int, keep_size: bool = False,
                   proc: str = "init") -> None:
+        """fallocate as ``proc`` (charged to its cgroup): a process that does not exist calls
+        nothing (ESRCH), whatever the file and arguments."""
+        task = self._proc(proc)
         inode = self._file(file)
         check_fallocate_args(offset, length)
-        task = self._proc(proc)
         hugetlbfs_fallocate(inode, offset, length, keep_size, task, task.cgroup)
 
     def punch(self, file: str, offset: int, length: int, proc: str = "init") -> None:
