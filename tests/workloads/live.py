@@ -23,6 +23,7 @@ from typing import Any
 from hugetlbsim.backends import kernel_sys as ks
 from hugetlbsim.backends.base import BackendUnavailable
 from hugetlbsim.backends.kernel import LOCK_FILE, acquire_lock, machine_unavailable
+from hugetlbsim.backends.kernel_cgroup import v1_mount_with_retry
 from hugetlbsim.backends.kernel_cleanup import (
     NR_HUGEPAGES,
     NR_OVERCOMMIT,
@@ -72,7 +73,7 @@ class Live:
         rec.cg_mount = True
         rec.save()
         os.mkdir(rec.cg_dir)
-        r = ks.mount("cgroup", rec.cg_dir, "hugetlb")
+        r = v1_mount_with_retry(rec.cg_dir)  # waits out a v2 session's dying cgroups
         if r != "ok":
             rec.cg_mount = False
             rec.save()
