@@ -22,8 +22,8 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from ruamel.yaml.util import load_yaml_guess_indent
 
-from hugetlbsim.format.loader import SECTION_KEYS, expect_node, yaml_rt
-from hugetlbsim.format.scenario import POOL_KEYS, Scenario, Step
+from hugetlbsim.format.loader import expect_node, yaml_rt
+from hugetlbsim.format.scenario import POOL_KEYS, SECTION_KEYS, Scenario, Step
 from hugetlbsim.trace import ABSENT, STATE_SECTIONS, Path_, StepRecord, Trace, key_name, same
 
 __all__ = ["RECORDED_CGROUP_KEYS", "Failure", "check", "expectations", "record_file",

@@ -13,8 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
-from hugetlbsim.format.loader import SECTION_KEYS, UNSIGNED_MAX
-from hugetlbsim.format.scenario import CGROUP_V2_KEYS, POOL_KEYS
+from hugetlbsim.format.scenario import CGROUP_V2_KEYS, POOL_KEYS, SECTION_KEYS, UNSIGNED_MAX
 
 _COMPARED: Final = {**SECTION_KEYS,
                     "cgroup": tuple(dict.fromkeys((*SECTION_KEYS["cgroup"], *CGROUP_V2_KEYS)))}

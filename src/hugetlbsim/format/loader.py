@@ -93,8 +93,6 @@ __all__ = [
     "MAX_INT_CHARS",
     "MAX_MESSAGE",
     "MAX_SHOWN",
-    "SECTION_KEYS",
-    "UNSIGNED_MAX",
     "ScenarioError",
     "dump_scenario",
     "expect_node",
@@ -106,8 +104,6 @@ __all__ = [
     "short_op",
     "yaml_rt",
 ]
-# SECTION_KEYS and UNSIGNED_MAX are defined in hugetlbsim.format.scenario; they stay importable
-# from here for the modules that still take them from the loader.
 
 MAX_FILE_BYTES = 64 << 20
 """The largest scenario file read.  Scenarios are a few kilobytes, but a generated one can

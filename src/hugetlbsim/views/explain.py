@@ -16,8 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from hugetlbsim.backends.model import ModelBackend
-from hugetlbsim.format.loader import UNSIGNED_MAX, short_op
-from hugetlbsim.format.scenario import CGROUP_KEYS, CGROUP_V2_KEYS, Scenario
+from hugetlbsim.format.loader import short_op
+from hugetlbsim.format.scenario import CGROUP_KEYS, CGROUP_V2_KEYS, UNSIGNED_MAX, Scenario
 from hugetlbsim.trace import Trace, show_value
 
 __all__ = ["Row", "chain", "explanation", "initial_state"]

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from hugetlbsim.format.loader import UNSIGNED_MAX, short_op
+from hugetlbsim.format.loader import short_op
+from hugetlbsim.format.scenario import UNSIGNED_MAX
 from hugetlbsim.trace import StepRecord, Trace, compare, show_value
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hugetlbsim.backends.kernel import UNLIMITED
-from hugetlbsim.format.loader import UNSIGNED_MAX
+from hugetlbsim.format.scenario import UNSIGNED_MAX
 from hugetlbsim.trace import show_value
 
 __all__ = [
