@@ -4,8 +4,9 @@
 the first page through `hugetlb_fault` as always, then takes in one stride the longest run of
 the following pages that the page-by-page path would each fault identically, and goes back to
 `hugetlb_fault` from the first page whose outcome could differ (a page already present, the
-free list or a cgroup limit running out...).  Counters, maps, page cache and page tables end
-exactly as the page-by-page path leaves them; `BULK = False` turns the stride off (the
+free list or a cgroup limit running out...).  Counters and maps end exactly as the page-by-page
+path leaves them, and the stride's pages are one `FolioBlock` standing for the folios and PTEs
+it would have made (`hugetlbsim.model.blocks`); `BULK = False` turns the stride off (the
 differential tests compare both).
 
 The one stride taken: a shared mapping's fault on indexes that are all reserved in the file's
@@ -30,10 +31,10 @@ by the policy) and every other path keep going page by page.
 
 from __future__ import annotations
 
+from hugetlbsim.model.blocks import FolioBlock
 from hugetlbsim.model.fault import hugetlb_fault
-from hugetlbsim.model.folio import Folio
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup, PageCounter
-from hugetlbsim.model.vma import VMA, Pte
+from hugetlbsim.model.vma import VMA
 
 __all__ = ["BULK", "fault_range"]
 
@@ -74,8 +75,8 @@ def _room(counter: PageCounter | None) -> int | None:
 def _shared_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> int:
     """Fault the longest uniform run from ``start`` (see the module's note); pages done.
 
-    Each bound costs O(log n), and the PTE walk stops at the first present page, so a stride
-    costs O(log n + its pages) and a refused one O(log n + `_MIN_STRIDE`).
+    Each bound costs O(log n) and the search for a present page O(min(pages, PTEs)); the
+    stride itself is one block, whatever its length.
     """
     inode = vma.inode
     if not vma.shared or vma.unmapped:
@@ -96,10 +97,12 @@ def _shared_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> int
         return 0
     ptes = vma.ptes
     if ptes:
-        for page in range(start, start + n):
-            if page in ptes:
-                n = page - start
-                break
+        # The first present page: from the PTEs or from the range, whichever is smaller.
+        present = (next((p for p in range(start, start + n) if p in ptes), None)
+                   if n < len(ptes) else min((p for p in ptes if start <= p < start + n),
+                                             default=None))
+        if present is not None:
+            n = present - start
         if n < _MIN_STRIDE:
             return 0
     last = first + n
@@ -113,11 +116,7 @@ def _shared_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> int
         memcg = cgroup
     h.free_huge_pages -= n
     h.resv_huge_pages -= n
-    spool, cache, writable = inode.spool, inode.page_cache, vma.writable
-    for page in range(start, start + n):
-        folio = Folio(h, spool, cgroup, None, memcg=memcg, in_page_cache=True, mapcount=1)
-        cache[page - start + first] = folio
-        ptes[page] = Pte(folio, writable)
+    inode.blocks.add(FolioBlock(first, last, h, inode.spool, cgroup, memcg, vma, vma.writable))
     inode.cached.add_range(first, last)
     inode.i_blocks += n
     inode.cache_version += n

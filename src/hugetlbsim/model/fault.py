@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from hugetlbsim.model.blocks import explode
 from hugetlbsim.model.errors import KernelError
 from hugetlbsim.model.folio import Folio, free_huge_folio
 from hugetlbsim.model.hstate import unsigned
@@ -183,8 +184,17 @@ def hugetlb_fault(vma: VMA, page: int, write: bool, cgroup: HugetlbCgroup) -> No
     """Fault virtual ``page`` of ``vma`` for read or write; KernelError("SIGBUS") if it fails."""
     pte = vma.ptes.get(page)
     if pte is None:
-        hugetlb_no_page(vma, page, write, cgroup)
-    elif write and not pte.writable:
+        inode = vma.inode
+        index = vma.file_index(page)
+        block = inode.blocks.at(index) if inode.blocks else None
+        if block is None or block.vma is not vma:
+            hugetlb_no_page(vma, page, write, cgroup)
+            return
+        if block.writable or not write:
+            return  # present, as it needs to be
+        explode(inode, index, index + 1)
+        pte = vma.ptes[page]
+    if write and not pte.writable:
         hugetlb_wp(vma, page, cgroup)
 
 
@@ -196,6 +206,8 @@ def hugetlb_no_page(vma: VMA, page: int, write: bool, cgroup: HugetlbCgroup) -> 
             "after fork (no free page for its copy), so every fault in this mapping SIGBUSes"))
     inode = vma.inode
     index = vma.file_index(page)
+    if inode.blocks:
+        explode(inode, index, index + 1)
     folio = inode.page_cache.get(index)
     if folio is not None:
         folio.mapcount += 1

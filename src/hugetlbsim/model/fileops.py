@@ -48,7 +48,7 @@ def hugetlbfs_fallocate(inode: Inode, offset: int, length: int, keep_size: bool,
     check_fallocate_range(offset, length, page_bytes(inode.hstate.gigantic))
     pseudo = VMA(task, inode, 0, LONG_MAX, 0, shared=True, noreserve=False, writable=True)
     for index in range(offset, offset + length):
-        if index in inode.page_cache:
+        if index in inode.cached:
             continue
         folio = alloc_hugetlb_folio(pseudo, index, False, cgroup)
         hugetlb_add_to_page_cache(inode, index, folio)

@@ -14,7 +14,7 @@ from hugetlbsim.model.hstate import HState
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.subpool import HugepageSubpool
 
-__all__ = ["Folio", "free_huge_folio"]
+__all__ = ["Folio", "free_huge_folio", "free_huge_pages"]
 
 
 @dataclass(eq=False, slots=True)
@@ -46,16 +46,35 @@ def free_huge_folio(folio: Folio) -> None:
     A page that consumed a global reservation gives it back (`resv++`) instead of crediting
     the subpool; a subpool below its min_size also keeps the reservation (put returns 0).
     """
-    h = folio.hstate
     restore = folio.restore_reserve
     folio.restore_reserve = False
-    if not restore and folio.spool is not None and folio.spool.put_pages(1) == 0:
+    _free_page(folio.hstate, folio.spool, folio.cgroup, folio.cgroup_rsvd, folio.memcg, restore)
+
+
+def free_huge_pages(h: HState, spool: HugepageSubpool | None, cgroup: HugetlbCgroup,
+                    memcg: HugetlbCgroup | None, pages: int) -> None:
+    """`free_huge_folio` on ``pages`` alike folios in turn (no reservation charge, none
+    restoring): without a subpool, every step is a sum."""
+    if spool is not None:
+        for _ in range(pages):
+            _free_page(h, spool, cgroup, None, memcg, False)
+        return
+    cgroup.fault.uncharge(pages)
+    if memcg is not None and memcg.memory is not None:
+        memcg.memory.uncharge(pages)
+    h.enqueue_freed_page(pages)
+
+
+def _free_page(h: HState, spool: HugepageSubpool | None, cgroup: HugetlbCgroup,
+               cgroup_rsvd: HugetlbCgroup | None, memcg: HugetlbCgroup | None,
+               restore: bool) -> None:
+    if not restore and spool is not None and spool.put_pages(1) == 0:
         restore = True
-    folio.cgroup.fault.uncharge(1)
-    if folio.cgroup_rsvd is not None:
-        folio.cgroup_rsvd.rsvd.uncharge(1)
-    if folio.memcg is not None and folio.memcg.memory is not None:
-        folio.memcg.memory.uncharge(1)  # mem_cgroup_uncharge
+    cgroup.fault.uncharge(1)
+    if cgroup_rsvd is not None:
+        cgroup_rsvd.rsvd.uncharge(1)
+    if memcg is not None and memcg.memory is not None:
+        memcg.memory.uncharge(1)  # mem_cgroup_uncharge
     if restore:
         h.resv_huge_pages += 1
     h.enqueue_freed_page()

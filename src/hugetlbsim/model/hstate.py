@@ -120,13 +120,13 @@ class HState:
         self.surplus_huge_pages += 1
         return True
 
-    def enqueue_freed_page(self) -> None:
-        """Placement of a freed page: leaves the pool while surplus exists, else goes free."""
-        if self.surplus_huge_pages > 0:
-            self.surplus_huge_pages -= 1
-            self.nr_huge_pages -= 1
-        else:
-            self.free_huge_pages += 1
+    def enqueue_freed_page(self, pages: int = 1) -> None:
+        """Placement of freed pages, one by one: each leaves the pool while surplus exists,
+        else goes free."""
+        gone = min(pages, max(self.surplus_huge_pages, 0))
+        self.surplus_huge_pages -= gone
+        self.nr_huge_pages -= gone
+        self.free_huge_pages += pages - gone
 
     # -- pool size -----------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from hugetlbsim.model.folio import Folio, free_huge_folio
+from hugetlbsim.model.blocks import FolioBlocks, cut, free_block, take_block
+from hugetlbsim.model.folio import Folio, free_huge_folio, free_huge_pages
 from hugetlbsim.model.hstate import HState
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.resv_map import LONG_MAX, ResvMap
@@ -100,6 +101,38 @@ class CacheRuns:
             ends[k] = index
             starts.insert(k + 1, index + 1)
             ends.insert(k + 1, end)
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, int) and self.next_cached(index) == index
+
+    def remove_range(self, start: int, end: int) -> None:
+        """Indexes ``[start, end)`` leave the cache (all were there, in one run)."""
+        starts, ends = self.starts, self.ends
+        k = bisect_right(starts, start) - 1
+        lo, hi = starts[k], ends[k]
+        assert lo <= start and end <= hi, "removing indexes that are not cached"
+        if lo == start and hi == end:
+            del starts[k], ends[k]
+        elif lo == start:
+            starts[k] = end
+        elif hi == end:
+            ends[k] = start
+        else:
+            ends[k] = start
+            starts.insert(k + 1, end)
+            ends.insert(k + 1, hi)
+
+    def spans(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The cached runs met by ``[start, end)``, clipped to it, in order."""
+        starts, ends = self.starts, self.ends
+        k = max(bisect_right(starts, start) - 1, 0)
+        found: list[tuple[int, int]] = []
+        while k < len(starts) and starts[k] < end:
+            lo, hi = max(starts[k], start), min(ends[k], end)
+            if lo < hi:
+                found.append((lo, hi))
+            k += 1
+        return found
 
     def indexes(self, start: int, end: int) -> list[int]:
         """The cached indexes in ``[start, end)``, in order."""
@@ -215,6 +248,7 @@ class Inode:
     i_size: int = 0
     i_blocks: int = 0
     page_cache: dict[int, Folio] = field(default_factory=dict)
+    """The cached pages held as single folios (the rest are in `blocks`)."""
     linked: bool = True
     files: int = 0
     """Open file references: the scenario's handle, shm ids, hidden files of anon mappings."""
@@ -223,7 +257,10 @@ class Inode:
     cache_version: int = 0
     """Bumped whenever `page_cache` gains or loses a page (snapshots reuse what is unchanged)."""
     cached: CacheRuns = field(default_factory=CacheRuns)
-    """`page_cache`'s indexes as runs, kept with it."""
+    """The page cache's indexes (`page_cache`'s and the blocks') as runs, kept with them."""
+    blocks: FolioBlocks = field(default_factory=FolioBlocks)
+    """Cached pages held as blocks of alike folios (`hugetlbsim.model.blocks`), not in
+    `page_cache`."""
     serial: int = 0
     """Its rank in the system's creation order (eviction of several goes in that order)."""
 
@@ -282,20 +319,42 @@ def remove_inode_hugepages(inode: Inode, start: int, end: int = LONG_MAX) -> Non
 
     ``end == LONG_MAX`` is truncation or eviction: all regions from ``start`` go at the end.
     Otherwise (hole punch) each removed page drops its own index from the map, and reserved
-    indexes without a page keep their reservation.
+    indexes without a page keep their reservation.  Pages go in index order, a block's pages
+    (unmapped: the callers zapped the range first) as a whole where nothing comes between.
     """
     truncate = end == LONG_MAX
     freed = 0
     cache = inode.page_cache
-    for index in inode.cached.indexes(start, end):  # the cached indexes in [start, end)
-        folio = cache.pop(index)
-        inode.cached.remove(index)
-        inode.cache_version += 1
-        folio.in_page_cache = False
-        if folio.unused:
-            free_huge_folio(folio)
-        freed += 1
-        if not truncate:
-            hugetlb_unreserve_pages(inode, index, index + 1, 1)
+    blocks = cut(inode.blocks, start, end)
+    k = 0
+    for lo, hi in inode.cached.spans(start, end):
+        index = lo
+        while index < hi:
+            block = blocks[k] if k < len(blocks) else None
+            if block is not None and block.first == index:
+                k += 1
+                index = block.end
+                if truncate:
+                    free_block(inode, block)
+                    freed += block.pages
+                    continue
+                take_block(inode, block)
+                for page in range(block.first, block.end):
+                    free_huge_pages(block.hstate, block.spool, block.cgroup, block.memcg, 1)
+                    freed += 1
+                    hugetlb_unreserve_pages(inode, page, page + 1, 1)
+                continue
+            stop = hi if block is None else min(hi, block.first)
+            for page in range(index, stop):
+                folio = cache.pop(page)
+                inode.cached.remove(page)
+                inode.cache_version += 1
+                folio.in_page_cache = False
+                if folio.unused:
+                    free_huge_folio(folio)
+                freed += 1
+                if not truncate:
+                    hugetlb_unreserve_pages(inode, page, page + 1, 1)
+            index = stop
     if truncate:
         hugetlb_unreserve_pages(inode, start, LONG_MAX, freed)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from hugetlbsim.model.blocks import FolioBlock
 from hugetlbsim.model.folio import Folio
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.inode import Inode
@@ -41,22 +42,30 @@ def check_invariants(system: System) -> None:
         cg.check()
     vmas = [v for p in system.procs.values() for pieces in p.maps.values() for v in pieces]
     folios = system.folios()
+    blocks = system.blocks()
     outstanding = 0
     live = set(vmas)
     linked: dict[Inode, set[VMA]] = {}
     for inode in system.inodes:
         inode.resv_map.check()
         assert inode.in_use, f"{inode.name}: nothing holds it, yet it was not evicted"
-        assert inode.i_blocks == len(inode.page_cache), f"{inode.name}: i_blocks off"
+        pages = len(inode.page_cache) + inode.blocks.pages
+        assert inode.i_blocks == pages, f"{inode.name}: i_blocks off"
         regions = inode.resv_map.regions()
         cached = sorted(inode.page_cache)
-        assert inode.cached.runs() == cached_runs(cached), f"{inode.name}: cached runs off"
+        _check_blocks(inode, live)
+        runs = _merged(cached_runs(cached), [[b.first, b.end] for b in inode.blocks])
+        assert sum(t - f for f, t in runs) == pages, f"{inode.name}: a block overlaps a folio"
+        assert inode.cached.runs() == runs, f"{inode.name}: cached runs off"
         _check_i_mmap(inode)
         index = _first_uncovered(cached, regions)
         assert index is None, (
             f"{inode.name}: page {index} is cached but not in the reservation map")
+        for b in inode.blocks:
+            assert inode.resv_map.region_count(b.first, b.end) == b.pages, (
+                f"{inode.name}: block [{b.first}, {b.end}) is cached but not all in the map")
         outstanding += sum(r.to - r.from_ for r in regions)
-        outstanding -= len(inode.page_cache)
+        outstanding -= pages
         linked[inode] = set(inode.i_mmap)
         assert linked[inode] <= live, f"{inode.name}: i_mmap has dead VMAs"
     for vma in vmas:
@@ -69,9 +78,13 @@ def check_invariants(system: System) -> None:
             assert vma.resv is not None
             f, t = vma.file_index(vma.start), vma.file_index(vma.end)
             outstanding += (t - f) - vma.resv.map.region_count(f, t)
+        own = vma.inode.blocks
         for page, pte in vma.ptes.items():
             assert vma.start <= page < vma.end, "PTE outside its VMA"
             assert pte.folio.mapcount > 0
+            if own:
+                block = own.at(vma.file_index(page))
+                assert block is None or block.vma is not vma, "a PTE over its VMA's block"
     pending = sum(1 for f in folios if f.restore_reserve)
     min_rsv = sum(sp.rsv_hpages for sp in system.subpools if sp.min_hpages != -1)
     short = sum(sp.released_short for sp in system.subpools)
@@ -79,9 +92,40 @@ def check_invariants(system: System) -> None:
         f"Rsvd {h.resv_huge_pages} != outstanding reservations {outstanding} + subpool "
         f"min reserves {min_rsv} - pages about to restore theirs {pending} - min reserves "
         f"released but not held {short} + older releases' leaks {h.resv_drift}")
-    assert len(folios) == h.nr_huge_pages - h.free_huge_pages, (
-        f"{len(folios)} pages in use but Total - Free = {h.nr_huge_pages - h.free_huge_pages}")
-    _check_charges(system, folios, vmas)
+    in_use = len(folios) + sum(b.pages for b in blocks)
+    assert in_use == h.nr_huge_pages - h.free_huge_pages, (
+        f"{in_use} pages in use but Total - Free = {h.nr_huge_pages - h.free_huge_pages}")
+    _check_charges(system, folios, blocks, vmas)
+
+
+def _check_blocks(inode: Inode, live: set[VMA]) -> None:
+    """Sorted, disjoint blocks, each within a live shared VMA of this inode that maps it."""
+    blocks = inode.blocks
+    assert blocks.firsts == [b.first for b in blocks], f"{inode.name}: block index off"
+    assert blocks.pages == sum(b.pages for b in blocks), f"{inode.name}: block pages off"
+    end = None
+    for b in blocks:
+        assert b.first < b.end and (end is None or end <= b.first), (
+            f"{inode.name}: blocks overlap or are empty")
+        end = b.end
+        assert b.hstate is inode.hstate and b.spool is inode.spool, f"{inode.name}: block"
+        vma = b.vma
+        if vma is not None:
+            assert vma in live and vma.shared and vma.inode is inode, (
+                f"{inode.name}: a block mapped by a VMA that cannot map it")
+            assert vma.file_index(vma.start) <= b.first and b.end <= vma.file_index(vma.end), (
+                f"{inode.name}: a block beyond its VMA")
+
+
+def _merged(runs: list[list[int]], more: list[list[int]]) -> list[list[int]]:
+    """Two lists of disjoint half-open runs as one sorted list of maximal runs."""
+    out: list[list[int]] = []
+    for f, t in sorted(runs + more):
+        if out and out[-1][1] >= f:
+            out[-1][1] = max(out[-1][1], t)
+        else:
+            out.append([f, t])
+    return out
 
 def _check_i_mmap(inode: Inode) -> None:
     """The i_mmap's order keys: sorted, one per VMA, each VMA's first index first."""
@@ -105,7 +149,8 @@ def _first_uncovered(indexes: list[int], regions: list[FileRegion]) -> int | Non
     return None
 
 
-def _check_charges(system: System, folios: list[Folio], vmas: list[VMA]) -> None:
+def _check_charges(system: System, folios: list[Folio], blocks: list[FolioBlock],
+                   vmas: list[VMA]) -> None:
     """Each cgroup's usage is the sum of the charges outstanding in its subtree.
 
     Charges are gathered once per owner (pages, file regions carrying a cgroup, private
@@ -125,6 +170,9 @@ def _check_charges(system: System, folios: list[Folio], vmas: list[VMA]) -> None
         charge(fault, folio.cgroup, 1)
         charge(rsvd, folio.cgroup_rsvd, 1)
         charge(memory, folio.memcg, 1)
+    for block in blocks:
+        charge(fault, block.cgroup, block.pages)
+        charge(memory, block.memcg, block.pages)
     for inode in system.inodes:
         for r in inode.resv_map.regions():
             if isinstance(r.info, HugetlbCgroup):

@@ -6,6 +6,7 @@ first, and the pieces inside are what the operation then changes.
 
 from __future__ import annotations
 
+from hugetlbsim.model.blocks import vma_blocks
 from hugetlbsim.model.inode import vma_interval_tree_insert
 from hugetlbsim.model.vma import VMA
 
@@ -36,6 +37,8 @@ def split_vma(vma: VMA, at: int) -> VMA:
     """
     upper = VMA(vma.mm, vma.inode, at, vma.end, vma.file_index(at), vma.shared, vma.noreserve,
                 vma.writable, vma.maywrite, vma.resv, vma.owner, vma.unmapped)
+    for block in vma_blocks(vma, at, vma.end, split=True):
+        block.vma = upper
     upper.ptes = {p: pte for p, pte in vma.ptes.items() if p >= at}
     vma.ptes = {p: pte for p, pte in vma.ptes.items() if p < at}
     vma.end = at

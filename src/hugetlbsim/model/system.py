@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
+from hugetlbsim.model.blocks import FolioBlock, explode_vma, vma_blocks
 from hugetlbsim.model.bulk import fault_range
 from hugetlbsim.model.errors import KernelError, KernelLacks, ScenarioMisuse
 from hugetlbsim.model.fileops import (
@@ -244,6 +245,9 @@ class System:
         for folio in self.folios():
             if folio.cgroup is cg:
                 folio.cgroup = cg.parent
+        for block in self.blocks():
+            if block.cgroup is cg:
+                block.cgroup = cg.parent
         cg.css_offline()
         del self.cgroups[cgroup]
         self.absent.add(cgroup)  # a later step naming it meets a directory that is gone
@@ -287,6 +291,7 @@ class System:
             for vma in pieces:
                 copy = VMA(kid, vma.inode, vma.start, vma.end, vma.pgoff, vma.shared,
                            vma.noreserve, vma.writable, maywrite=vma.maywrite)
+                explode_vma(vma)  # each page gains a second mapping
                 for page, pte in vma.ptes.items():
                     if not vma.shared:
                         pte.writable = False
@@ -505,6 +510,8 @@ class System:
             if not writable:
                 for pte in part.ptes.values():
                     pte.writable = False
+                for block in vma_blocks(part, part.start, part.end):
+                    block.writable = False
         if covered < end:
             raise KernelError("ENOMEM", f"page {covered} of {map} is not mapped")
 
@@ -635,8 +642,14 @@ class System:
             if mount is not None:
                 mount.inodes.pop(inode, None)
 
+    def blocks(self) -> list[FolioBlock]:
+        """Every block of alike pages (`hugetlbsim.model.blocks`): the rest of the pages in
+        use."""
+        return [block for inode in self.inodes for block in inode.blocks]
+
     def folios(self) -> list[Folio]:
-        """Every page in use (the hstate's active list)."""
+        """Every page in use held as a single folio (the hstate's active list, blocks
+        aside)."""
         seen: dict[int, Folio] = {}
         for inode in self.inodes:
             for folio in inode.page_cache.values():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from hugetlbsim.model.blocks import vma_blocks
 from hugetlbsim.model.folio import Folio, free_huge_folio
 from hugetlbsim.model.kernels import RESTORE_RESERVE_ON_UNMAP, UNMAP_RESTORE_ONLY_IF_UNMAPPED
 from hugetlbsim.model.reserve import hugetlb_vm_op_close, vma_add_reservation, vma_needs_reservation
@@ -32,6 +33,8 @@ def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio]) -> None:
     # "hugetlb: only adjust reservation during unmapping if mapcount is 0" (6.12.110):
     # a page another process still maps (a fork child) is left alone.
     last_only = h.kernel.has(UNMAP_RESTORE_ONLY_IF_UNMAPPED)
+    for block in vma_blocks(vma, start, end, split=True):
+        block.vma = None  # a shared VMA's cached pages: mapcount 1 -> 0, none freed
     ptes = vma.ptes
     # The mapped pages in [start, end), in order: from the range when it is the smaller.
     pages = ([p for p in range(start, end) if p in ptes] if end - start < len(ptes)

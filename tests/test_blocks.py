@@ -1,0 +1,86 @@
+"""Blocks of alike pages (`hugetlbsim.model.blocks`): one object per stride, exploded where a
+page starts to differ, and caught by the invariants when they disagree with the counters.
+
+That blocks change no result is `tests/test_bulk.py`'s differential check (strides off and
+on, every kernel point); here: that they are really used, and that the recount sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from hugetlbsim.model.blocks import FolioBlock
+from hugetlbsim.model.system import System
+
+PAGES = 1 << 20
+"""A 2 TB file of 2 MB pages: held page by page, it would take seconds and gigabytes."""
+
+
+def _touched(pages: int = PAGES) -> System:
+    system = System(pool_pages=pages)
+    system.apply("mount", {"name": "hp"})
+    system.apply("create", {"file": "hp/f", "size": pages})
+    system.apply("mmap", {"proc": "init", "map": "m", "file": "hp/f", "length": pages})
+    assert system.apply("touch", {"proc": "init", "map": "m", "page": 0, "count": pages}) == "ok"
+    return system
+
+
+def test_a_long_touch_is_one_folio_and_one_block() -> None:
+    system = _touched()
+    assert len(system.folios()) == 1  # the first page goes through hugetlb_fault
+    [block] = system.blocks()
+    assert (block.first, block.end, block.vma is not None) == (1, PAGES, True)
+    # Free = pool - touched, reservations all consumed, each page charged once.
+    assert (system.hstate.free_huge_pages, system.hstate.resv_huge_pages) == (0, 0)
+    assert system.root.fault.usage == PAGES
+    system.check_invariants()
+
+
+def test_unmap_and_truncate_act_on_the_block_whole() -> None:
+    system = _touched()
+    assert system.apply("munmap", {"proc": "init", "map": "m"}) == "ok"
+    [block] = system.blocks()
+    assert block.vma is None  # still cached, no longer mapped: nothing freed
+    assert system.hstate.free_huge_pages == 0
+    assert system.apply("truncate", {"file": "hp/f", "size": 0}) == "ok"
+    assert system.blocks() == [] and system.folios() == []
+    assert system.hstate.free_huge_pages == PAGES and system.root.fault.usage == 0
+    system.check_invariants()
+
+
+def test_a_second_mapping_explodes_only_the_page_it_maps() -> None:
+    system = _touched(64)
+    system.apply("spawn", {"proc": "q"})
+    system.apply("mmap", {"proc": "q", "map": "m", "file": "hp/f", "length": 64})
+    assert system.apply("touch", {"proc": "q", "map": "m", "page": 10}) == "ok"
+    blocks = system.blocks()
+    assert [(b.first, b.end) for b in blocks] == [(1, 10), (11, 64)]
+    assert len(system.folios()) == 2 and system.hstate.free_huge_pages == 0
+    system.check_invariants()
+
+
+def _corrupt_cgroup(system: System, block: FolioBlock) -> None:
+    system.apply("cgroup", {"name": "a"})
+    block.cgroup = system.cgroups["a"]
+
+
+def _corrupt_end(system: System, block: FolioBlock) -> None:
+    block.end -= 1
+    system.files["hp/f"].blocks.pages -= 1
+
+
+def _corrupt_vma(system: System, block: FolioBlock) -> None:
+    block.vma = None  # the VMA still maps nothing there: its pages look unmapped
+    system.files["hp/f"].page_cache[block.first] = system.folios()[0]
+
+
+@pytest.mark.parametrize("corrupt", [_corrupt_cgroup, _corrupt_end, _corrupt_vma],
+                         ids=["charged-elsewhere", "page-lost", "page-twice"])
+def test_the_recount_catches_a_wrong_block(corrupt: Callable[[System, FolioBlock], None]) -> None:
+    system = _touched(64)
+    [block] = system.blocks()
+    corrupt(system, block)
+    with pytest.raises(AssertionError):
+        system.check_invariants()
