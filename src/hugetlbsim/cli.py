@@ -16,7 +16,13 @@ from typing import Any
 import click
 from rich.console import Console
 
-from hugetlbsim.backends.base import Backend, BackendFailed, BackendUnavailable, prepare
+from hugetlbsim.backends.base import (
+    Backend,
+    BackendFailed,
+    BackendUnavailable,
+    ScenarioRefused,
+    prepare,
+)
 from hugetlbsim.format.loader import ScenarioError, load
 from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.model.kernels import UnknownKernel, kernel
@@ -216,7 +222,7 @@ def diff_command(ctx: click.Context, files: Sequence[str], reference_name: str,
     reference = make_backend(reference_name, None)
     model = make_backend("model", policy, line or _line_of(reference))
     out, err = _out(), _err()
-    same = differ = broken = 0
+    same = differ = broken = refused = 0
     loaded: dict[str, Scenario] = {}
     for file in files:
         try:
@@ -230,6 +236,10 @@ def diff_command(ctx: click.Context, files: Sequence[str], reference_name: str,
         try:
             diffs = compare(run(scenario, model), run(scenario, reference),
                             watermarks=watermarks)
+        except ScenarioRefused as exc:  # this one cannot run here; the others can
+            out.print(f"{file}: not run: {_one_line(exc)}", highlight=False, markup=False)
+            refused += 1
+            continue
         except (KeyboardInterrupt, BackendUnavailable):
             raise
         except Exception as exc:
@@ -247,7 +257,10 @@ def diff_command(ctx: click.Context, files: Sequence[str], reference_name: str,
                   f"{len(diffs)} steps in all", style="bold red", highlight=False, markup=False)
         out.print(diff_table(diffs[:max_steps]))
     summary = f"{len(files)} scenario{'s' * (len(files) != 1)}: {same} same, {differ} differ"
-    click.echo(summary + (f", {broken} could not run" if broken else ""))
+    click.echo(summary + (f", {broken} could not run" if broken else "")
+               + (f", {refused} not run (refused)" if refused else ""))
+    if refused and refused == len(files):
+        ctx.exit(EXIT_UNAVAILABLE)
     if broken or differ:
         ctx.exit(EXIT_SCENARIO if broken else EXIT_FAILED)
 

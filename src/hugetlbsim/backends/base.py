@@ -15,11 +15,18 @@ from typing import Any, Protocol, runtime_checkable
 
 from hugetlbsim.format.scenario import Scenario
 
-__all__ = ["Backend", "BackendFailed", "BackendUnavailable", "Batching", "Session", "prepare"]
+__all__ = ["Backend", "BackendFailed", "BackendUnavailable", "Batching", "ScenarioRefused",
+           "Session", "prepare"]
 
 
 class BackendUnavailable(Exception):
     """The backend cannot run here (not root, no hugetlbfs, pool busy...): exit status 3."""
+
+
+class ScenarioRefused(BackendUnavailable):
+    """The backend runs here, but not this scenario (a 1G page size or ``memory_accounting``
+    on the host, a kernel line without a feature the scenario needs): a command with many
+    files reports it and goes on with the others."""
 
 
 class BackendFailed(RuntimeError):

@@ -31,8 +31,8 @@ from types import FrameType
 from typing import Any
 
 from hugetlbsim.backends import kernel_sys as ks
-from hugetlbsim.backends.base import BackendUnavailable
-from hugetlbsim.backends.kernel_cgroup import Hierarchy, V1Hierarchy, V2Hierarchy
+from hugetlbsim.backends.base import BackendUnavailable, ScenarioRefused
+from hugetlbsim.backends.kernel_cgroup import Hierarchy, OptionRefused, V1Hierarchy, V2Hierarchy
 from hugetlbsim.backends.kernel_cleanup import (
     NR_HUGEPAGES,
     NR_OVERCOMMIT,
@@ -115,11 +115,11 @@ def _check_machine() -> None:
         raise BackendUnavailable(reason)
 
 
-def _check_scenario(scenario: Scenario, max_pages: int) -> None:
+def _check_scenario(scenario: Scenario, max_pages: int, remount_cgroup2: bool) -> None:
     if scenario.pagesize != "2M":
-        raise BackendUnavailable(f"the kernel backend runs 2M pages only, not {scenario.pagesize}")
-    if scenario.memory_accounting:
-        raise BackendUnavailable(
+        raise ScenarioRefused(f"the kernel backend runs 2M pages only, not {scenario.pagesize}")
+    if scenario.memory_accounting and not remount_cgroup2:
+        raise ScenarioRefused(
             "memory_accounting needs cgroup2 mounted with memory_hugetlb_accounting and the "
             "memory controller on cgroup2; the kernel backend never changes the host's mounts "
             "(run it in a vm guest)")
@@ -133,13 +133,13 @@ def _check_scenario(scenario: Scenario, max_pages: int) -> None:
                 overcommit = step.args["overcommit"]
             worst = max(worst, pages + overcommit)
     if worst > max_pages:
-        raise BackendUnavailable(
+        raise ScenarioRefused(
             f"the scenario could need {worst} huge pages; the kernel backend allows {max_pages}")
     for step in scenario.steps:
         for arg in BYTE_ARGS.get(step.op, ()):
             value = step.args.get(arg)
             if isinstance(value, int) and value * HP >> 64:
-                raise BackendUnavailable(
+                raise ScenarioRefused(
                     f"step {step.index + 1} ({step.op}): {arg} {value} is {value * HP} bytes, "
                     f"which no 64-bit system call argument can carry")
 
@@ -159,13 +159,17 @@ class KernelBackend:
     name = "kernel"
 
     def __init__(self, max_pages: int = 64, tmpdir: str = "/tmp",
-                 lock_timeout: float = 0.0) -> None:
+                 lock_timeout: float = 0.0, remount_cgroup2: bool = False) -> None:
         self.max_pages = max_pages
         """Refuse scenarios whose pool (pages + overcommit) could exceed this."""
         self.tmpdir = tmpdir
         """Where run directories and the lock file live (leftovers are looked for here)."""
         self.lock_timeout = lock_timeout
         """Seconds to wait for another session (of any process) to finish; 0 refuses at once."""
+        self.remount_cgroup2 = remount_cgroup2
+        """The machine is disposable (a vm guest): ``memory_accounting`` scenarios may remount
+        its cgroup2 with ``memory_hugetlb_accounting``.  Never on a host: the option is global
+        to the machine."""
 
     def version(self) -> str:
         """``uname -r``."""
@@ -173,7 +177,7 @@ class KernelBackend:
 
     def open(self, scenario: Scenario) -> KernelSession:
         """Check the machine and the scenario, clean leftovers, build the initial system."""
-        _check_scenario(scenario, self.max_pages)
+        _check_scenario(scenario, self.max_pages, self.remount_cgroup2)
         _check_machine()
         return KernelSession(scenario, self.tmpdir, self.lock_timeout)
 
@@ -259,9 +263,12 @@ class KernelSession:
         rec = self._rec = RunRecord(rundir, os.getpid(), ks.start_time(os.getpid()))
         rec.orig_nr_hugepages = ks.read_int(NR_HUGEPAGES)
         rec.orig_overcommit = ks.read_int(NR_OVERCOMMIT)
-        self._cg_tree = (V2Hierarchy if scenario.cgroups == "v2" else V1Hierarchy)(rec)
+        self._cg_tree = (V2Hierarchy(rec, memory=scenario.memory_accounting)
+                         if scenario.cgroups == "v2" else V1Hierarchy(rec))
         try:
             self._tree.setup()
+        except OptionRefused as e:
+            raise ScenarioRefused(str(e)) from None
         except RuntimeError as e:
             raise BackendUnavailable(str(e)) from None
         self._cgroups.append("root")

@@ -34,13 +34,16 @@ __all__ = [
     "CG_FILE",
     "HIDDEN_LEAF",
     "LIMIT_MAX",
+    "MEMCG_OPTION",
     "Hierarchy",
+    "OptionRefused",
     "V1Hierarchy",
     "V2Hierarchy",
     "cgroup2_mount",
     "cleanup_v2",
     "ensure_on_cgroup2",
     "hugetlb_hierarchy",
+    "memory_hugetlb",
     "v1_mount_with_retry",
     "wait_v1_released",
 ]
@@ -52,6 +55,8 @@ HIDDEN_LEAF = ".procs"
 LIMIT_MAX = (1 << 63) - HP
 """The lowest value an unlimited 2 MB limit reads back as (PAGE_COUNTER_MAX rounded down to a
 huge page); a fresh cgroup reads 2^63 - 4096, and v2 prints a written ``max`` as ``max``."""
+MEMCG_OPTION = "memory_hugetlb_accounting"
+"""The cgroup2 mount option that charges hugetlb pages to the memory controller (6.7+)."""
 WAIT = 10.0
 """Seconds to wait for the kernel to release removed cgroups (measured: tens of ms)."""
 
@@ -60,6 +65,10 @@ _V1_COUNTERS = (
     ("max_usage", "max_usage_in_bytes", HP), ("rsvd_max_usage", "rsvd.max_usage_in_bytes", HP),
     ("failcnt", "failcnt", 1), ("rsvd_failcnt", "rsvd.failcnt", 1),
 )
+
+
+class OptionRefused(RuntimeError):
+    """The kernel refuses a cgroup2 mount option the scenario needs."""
 
 
 def _poll(done: object, timeout: float = WAIT) -> bool:
@@ -277,12 +286,19 @@ class V1Hierarchy(Hierarchy):
 
 
 class V2Hierarchy(Hierarchy):
-    """A private subtree ``<cgroup2>/hugetlbsim-<run>`` of the machine's cgroup2 hierarchy."""
+    """A private subtree ``<cgroup2>/hugetlbsim-<run>`` of the machine's cgroup2 hierarchy.
+
+    With ``memory`` (``memory_accounting`` scenarios, run only where the machine is disposable:
+    a vm guest) cgroup2 is remounted with ``memory_hugetlb_accounting`` and the memory
+    controller is distributed beside hugetlb, so that each cgroup's ``memory.stat`` shows the
+    hugetlb pages charged to it."""
 
     interface = "v2"
 
-    def __init__(self, rec: RunRecord) -> None:
+    def __init__(self, rec: RunRecord, memory: bool = False) -> None:
         super().__init__(rec)
+        self.controllers = ("hugetlb", "memory") if memory else ("hugetlb",)
+        """What the subtree's ``subtree_control`` files distribute."""
         self._kids: dict[str, int] = {"root": 0}
         """Live children of each scenario cgroup (hugetlb is in its subtree_control while >0)."""
 
@@ -307,8 +323,11 @@ class V2Hierarchy(Hierarchy):
         if problem is not None:
             raise RuntimeError(problem)
         controllers = (_read(os.path.join(mount, "cgroup.controllers")) or "").split()
-        if "hugetlb" not in controllers:
-            raise RuntimeError(f"the hugetlb controller is not available in {mount}")
+        for controller in self.controllers:
+            if controller not in controllers:
+                raise RuntimeError(f"the {controller} controller is not available in {mount}")
+        if "memory" in self.controllers:
+            self._accounting_on(mount)
         rec.cg2_dir = os.path.join(mount, rec.cg_root)
         rec.save()
         self._enable(mount, outside=True)
@@ -316,18 +335,46 @@ class V2Hierarchy(Hierarchy):
         self._enable(self.top, outside=False)
         os.mkdir(os.path.join(self.top, HIDDEN_LEAF))
 
+    def _accounting_on(self, mount: str) -> None:
+        """Remount cgroup2 with memory_hugetlb_accounting (recorded first), keeping its other
+        options; a kernel without the option (before 6.7) refuses it: EINVAL, "cgroup2:
+        Unknown parameter"."""
+        options = ks.mount_options(mount)
+        kept = [o for o in (options[1] if options else []) if o not in ("rw", "ro")]
+        if MEMCG_OPTION in kept:
+            return
+        self.rec.cg2_remounted = mount
+        self.rec.save()
+        r = ks.remount(mount, ",".join([*kept, MEMCG_OPTION]))
+        if r != "ok":
+            self.rec.cg2_remounted = None
+            self.rec.save()
+            raise OptionRefused(
+                f"kernel {os.uname().release} refuses cgroup2's {MEMCG_OPTION} mount option "
+                f"({r}; the option came in 6.7, commit 8cba9576df60): memory_accounting "
+                "cannot run on it")
+
     def _enable(self, directory: str, outside: bool) -> str:
-        """Put hugetlb in ``directory``'s subtree_control if it is not there; a directory
+        """Put the controllers in ``directory``'s subtree_control where missing; a directory
         outside our subtree is recorded first, so that cleanup puts it back."""
         control = os.path.join(directory, "cgroup.subtree_control")
-        if "hugetlb" in (_read(control) or "").split():
+        there = (_read(control) or "").split()
+        missing = [c for c in self.controllers if c not in there]
+        if not missing:
             return "ok"
         if outside:
-            self.rec.note("subtree_enabled", directory)
-        r = ks.write_str(control, "+hugetlb")
+            for controller in missing:
+                self.rec.note("subtree_enabled" if controller == "hugetlb" else
+                              "memory_enabled", directory)
+        r = ks.write_str(control, " ".join("+" + c for c in missing))
         if outside and r != "ok":
-            raise RuntimeError(f"cannot enable the hugetlb controller in {control}: {r}")
+            raise RuntimeError(f"cannot enable {' and '.join(missing)} in {control}: {r}")
         return r
+
+    def _disable(self, name: str) -> str:
+        """Take the controllers out of a scenario cgroup's subtree_control (no child left)."""
+        return ks.write_str(os.path.join(self.path(name), "cgroup.subtree_control"),
+                            " ".join("-" + c for c in self.controllers))
 
     def mkdir(self, name: str) -> str:
         parent = name.rpartition("/")[0] or "root"
@@ -341,8 +388,7 @@ class V2Hierarchy(Hierarchy):
             os.mkdir(self.path(name))
         except OSError as e:
             if parent != "root" and self._kids[parent] == 0:
-                ks.write_str(os.path.join(self.path(parent), "cgroup.subtree_control"),
-                             "-hugetlb")
+                self._disable(parent)
             return ks.errname(e.errno or 0)
         self._kids[parent] += 1
         self._kids[name] = 0
@@ -356,8 +402,7 @@ class V2Hierarchy(Hierarchy):
         del self._kids[name]
         self._kids[parent] -= 1
         if parent != "root" and self._kids[parent] == 0:
-            return ks.write_str(os.path.join(self.path(parent), "cgroup.subtree_control"),
-                                "-hugetlb")
+            return self._disable(parent)
         return "ok"
 
     def write_limit(self, name: str, key: str, value: int | str) -> str:
@@ -377,7 +422,42 @@ class V2Hierarchy(Hierarchy):
         values["events"] = _events(base + "events")
         if name != "root":
             values["events_local"] = _events(base + "events.local")
+        if "memory" in self.controllers:
+            values["memory"] = memory_hugetlb(self.path(name))
         return values
+
+
+MEMCG_STOCK = 64 * 4096
+"""The most a CPU's memcg charge stock holds (MEMCG_CHARGE_BATCH base pages): charged to
+memory.current, shown in no memory.stat line."""
+
+
+def memory_hugetlb(directory: str) -> int:
+    """Huge pages charged to the memory cgroup at ``directory`` (hierarchical, as memory.stat).
+
+    6.14 and later show them as memory.stat's ``hugetlb`` line.  6.7 to 6.13 charge them to
+    memory.current but show them in no memory.stat line, so the figure is memory.current
+    less anon, file, kernel and sock (every other charge), in whole huge pages: what is left
+    beyond them is the per-CPU charge stock, under 2 MB while a CPU's stock holds 256 KB.
+    Reading cpu.stat first flushes the subtree's statistics (``cgroup_rstat_flush``), so
+    memory.stat is exact, not up to a batch stale (measured on 6.12.117: the remainder never
+    passed 256 KB).
+    """
+    _read(os.path.join(directory, "cpu.stat"))
+    stat: dict[str, int] = {}
+    for line in (_read(os.path.join(directory, "memory.stat")) or "").splitlines():
+        key, _, value = line.partition(" ")
+        stat[key] = int(value)
+    if "hugetlb" in stat:
+        return stat["hugetlb"] // HP
+    rest = ks.read_int(os.path.join(directory, "memory.current")) - sum(
+        stat[k] for k in ("anon", "file", "kernel", "sock"))
+    cpus = os.cpu_count() or 1
+    if rest < 0 or rest % HP > cpus * MEMCG_STOCK:
+        raise RuntimeError(f"{directory}: memory.current less anon, file, kernel and sock is "
+                           f"{rest} bytes, not whole huge pages plus at most {cpus} CPU "
+                           "charge stocks: the hugetlb charge cannot be read exactly")
+    return rest // HP
 
 
 def _events(path: str) -> int:
@@ -401,11 +481,18 @@ def cleanup_v2(rec: RunRecord, problems: list[str]) -> None:
             except OSError as e:
                 problems.append(f"rmdir {dirpath}: {ks.errname(e.errno or 0)}")
                 return  # the ancestors keep hugetlb until the next session's retry
-    for directory in reversed(rec.subtree_enabled):
-        control = os.path.join(directory, "cgroup.subtree_control")
-        if "hugetlb" in (_read(control) or "").split():
-            r = ks.write_str(control, "-hugetlb")
-            if r != "ok":
-                problems.append(f"write -hugetlb to {control}: {r}")
+    for controller, dirs in (("memory", rec.memory_enabled), ("hugetlb", rec.subtree_enabled)):
+        for directory in reversed(dirs):
+            control = os.path.join(directory, "cgroup.subtree_control")
+            if controller in (_read(control) or "").split():
+                r = ks.write_str(control, "-" + controller)
+                if r != "ok":
+                    problems.append(f"write -{controller} to {control}: {r}")
+    if rec.cg2_remounted is not None and not problems:
+        options = ks.mount_options(rec.cg2_remounted)
+        kept = [o for o in (options[1] if options else []) if o not in ("rw", "ro", MEMCG_OPTION)]
+        r = ks.remount(rec.cg2_remounted, ",".join(kept))
+        if r != "ok":
+            problems.append(f"remount {rec.cg2_remounted} without {MEMCG_OPTION}: {r}")
     if not problems:
         _poll(lambda: _dying_v2() == 0)

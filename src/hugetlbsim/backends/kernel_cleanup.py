@@ -55,6 +55,11 @@ class RunRecord:
     subtree_enabled: list[str] = field(default_factory=list)
     """cgroup2 directories outside ours whose subtree_control gained ``hugetlb`` (recorded
     before the write); cleanup takes it out again."""
+    memory_enabled: list[str] = field(default_factory=list)
+    """The same for ``memory`` (``memory_accounting`` scenarios)."""
+    cg2_remounted: str | None = None
+    """The cgroup2 mount point remounted with ``memory_hugetlb_accounting`` (recorded before
+    the remount); cleanup remounts it without."""
     mounts: list[str] = field(default_factory=list)
     """hugetlbfs mount points."""
     shm: list[int] = field(default_factory=list)

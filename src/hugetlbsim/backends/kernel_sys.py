@@ -48,11 +48,13 @@ __all__ = [
     "meminfo_hugepages",
     "mmap",
     "mount",
+    "mount_options",
     "mount_points",
     "mprotect",
     "munmap",
     "node_hugepages",
     "read_int",
+    "remount",
     "shm_rmid",
     "shmat",
     "shmget",
@@ -209,6 +211,37 @@ def shm_rmid(shmid: int) -> str:
 def mount(fstype: str, target: str, data: str) -> str:
     """mount(2) of a pseudo filesystem (source "none")."""
     return _rc(_mount(b"none", target.encode(), fstype.encode(), 0, data.encode()))
+
+
+_MNT_FLAGS = {"ro": 1, "nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime": 2048,
+              "relatime": 1 << 21}
+"""Per-mount options of /proc/self/mountinfo and their MS_* bits (a remount resets them)."""
+MS_REMOUNT = 32
+
+
+def mount_options(target: str) -> tuple[list[str], list[str]] | None:
+    """(per-mount options, superblock options) of the mount at ``target`` as mountinfo shows
+    them (the last mount there), or None if nothing is mounted there."""
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[4].encode().decode("unicode_escape") == target:
+                found = fields[5].split(","), fields[sep + 3].split(",")
+    return found
+
+
+def remount(target: str, data: str) -> str:
+    """mount(2) with MS_REMOUNT: the superblock's options become ``data``; the mount's own
+    flags (nosuid, noexec...) are kept."""
+    options = mount_options(target)
+    if options is None:
+        return "EINVAL"
+    flags = MS_REMOUNT
+    for opt in options[0]:
+        flags |= _MNT_FLAGS.get(opt, 0)
+    return _rc(_mount(b"none", target.encode(), None, flags, data.encode()))
 
 
 def umount(target: str) -> str:

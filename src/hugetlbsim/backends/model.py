@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hugetlbsim.backends.base import BackendUnavailable
+from hugetlbsim.backends.base import ScenarioRefused
 from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.model.checking import (
     CheckSchedule,
@@ -118,7 +118,7 @@ class ModelBackend:
         try:
             first = make()
         except KernelLacks as exc:  # the kernel line would refuse the setup
-            raise BackendUnavailable(str(exc)) from None
+            raise ScenarioRefused(str(exc)) from None
         return ModelSession(first, make, len(scenario.steps) - 1)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hugetlbsim.backends.base import BackendFailed, BackendUnavailable
+from hugetlbsim.backends.base import BackendFailed, BackendUnavailable, ScenarioRefused
 from hugetlbsim.backends.vm.boot import BootOptions, BootStats, Outcome, run_batch
 from hugetlbsim.backends.vm.cache import (
     CachedKernel,
@@ -182,7 +182,8 @@ class VmBackend:
         if outcome.kind == "trace":
             return VmSession(outcome)
         if outcome.kind == "unavailable":
-            raise BackendUnavailable(f"in the {self.kernel.uname} guest: {outcome.message}")
+            # the guest is fresh for each batch: what it refuses is this scenario
+            raise ScenarioRefused(f"in the {self.kernel.uname} guest: {outcome.message}")
         raise VmScenarioError(f"{scenario.name or scenario.path} on {self.kernel.uname}: "
                               f"{outcome.kind}: {outcome.message}")
 

@@ -3,7 +3,8 @@
 ``python3.11 -m hugetlbsim.backends.vm.guest BATCH.json PORT`` is started by the initramfs'
 ``/init`` after it has mounted proc, sys and dev.  Each scenario runs through `KernelBackend`
 exactly as on the host (the guest is its only user: the session lock and the run directory
-live in the guest's own /tmp), the result and state after every step are sent back as one
+live in the guest's own /tmp; the guest is disposable, so a ``memory_accounting`` scenario may
+remount its cgroup2), the result and state after every step are sent back as one
 ``trace`` frame (see `frames`).  After each scenario the pool must be idle (HugePages_Rsvd 0,
 no surplus, free == total, no overcommit): if it is not, a real kernel bug has broken it for
 the rest of this boot, so the guest says ``broken`` and stops; the host goes on in a fresh
@@ -86,7 +87,8 @@ def main(argv: list[str]) -> int:
             batch = json.load(f)
         out.send("hello", {"uname": os.uname().release, "python": sys.version.split()[0],
                            "uptime": _uptime()})
-        backend = KernelBackend(max_pages=batch["max_pages"], tmpdir="/tmp")
+        backend = KernelBackend(max_pages=batch["max_pages"], tmpdir="/tmp",
+                                remount_cgroup2=True)
         for item in batch["scenarios"]:
             out.send("begin", {"i": item["i"]})
             kind, body = run_item(backend, item)
