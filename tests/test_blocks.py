@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from hugetlbsim.model.blocks import FolioBlock
+from hugetlbsim.model.folio import FolioBlock
 from hugetlbsim.model.system import System
 
 PAGES = 1 << 20

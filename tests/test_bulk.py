@@ -36,18 +36,25 @@ def _trace(scenario: Scenario, kernel: str) -> str:
 
 
 class _Strides:
-    """Counts the pages faulted in strides."""
+    """Counts the pages faulted in shared and in private strides."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.pages = 0
-        original = bulk._shared_stride
+        self.private = 0
+        shared, private = bulk._shared_stride, bulk._private_stride
 
         def counted(*args: Any) -> int:
-            done = original(*args)
+            done = shared(*args)
             self.pages += done
             return done
 
+        def counted_private(*args: Any) -> int:
+            done = private(*args)
+            self.private += done
+            return done
+
         monkeypatch.setattr(bulk, "_shared_stride", counted)
+        monkeypatch.setattr(bulk, "_private_stride", counted_private)
         monkeypatch.setattr(bulk, "_MIN_STRIDE", 1)
 
 
@@ -64,11 +71,12 @@ def test_fuzz_scenarios_agree(chunk: int, monkeypatch: pytest.MonkeyPatch) -> No
     for seed in range(chunk * 150, (chunk + 1) * 150):
         options = GenOptions(max_pool=64, max_steps=60) if seed % 2 else None
         _both(generate(seed, options), monkeypatch, KERNELS[seed % len(KERNELS)])
-    assert strides.pages > 50
+    assert strides.pages > 50 and strides.private > 50
 
 
 def _stride_scenario(rng: random.Random) -> str:
-    """Shared mappings of one file, touched in long ranges, with every way a stride stops."""
+    """Shared and private mappings of one file (and private anon ones), touched in long ranges,
+    with every way a stride stops and every way its pages go."""
     pool = rng.randint(0, 80)
     size = rng.randint(8, 60)
     v2 = rng.random() < 0.4
@@ -95,10 +103,12 @@ def _stride_scenario(rng: random.Random) -> str:
             length = rng.randint(1, size - offset + 4)
             name = f"m{maps}"
             maps += 1
-            extra = ", noreserve: true" if rng.random() < 0.25 else ""
+            extra = ", noreserve: true" if rng.random() < 0.2 else ""
             extra += ", populate: true" if rng.random() < 0.2 else ""
             extra += ", writable: false" if rng.random() < 0.1 else ""
-            lines.append(f"  - mmap: {{proc: {proc}, map: {name}, file: hp/f, offset: {offset}, "
+            extra += ", shared: false" if rng.random() < 0.4 else ""
+            what = "anon: true" if rng.random() < 0.15 else "file: hp/f"
+            lines.append(f"  - mmap: {{proc: {proc}, map: {name}, {what}, offset: {offset}, "
                          f"length: {length}{extra}}}")
             procs[proc].append((name, offset, length))
             continue
@@ -117,8 +127,19 @@ def _stride_scenario(rng: random.Random) -> str:
                          f"length: {rng.randint(1, 8)}}}")
         elif how < 0.92:
             lines.append(f"  - truncate: {{file: hp/f, size: {rng.randint(0, size)}}}")
-        elif how < 0.96:
+        elif how < 0.94:
             lines.append(f"  - pool: {{pages: {rng.randint(0, 80)}}}")
+        elif how < 0.955:
+            child = f"p{len(procs)}"
+            procs[child] = list(procs[proc])
+            lines.append(f"  - fork: {{proc: {proc}, child: {child}}}")
+        elif how < 0.97:
+            lines.append(f"  - munmap: {{proc: {proc}, map: {name}, offset: {page}, "
+                         f"length: {count}}}")
+            procs[proc] = [m for m in procs[proc] if m[0] != name]
+        elif how < 0.985:
+            lines.append(f"  - mprotect: {{proc: {proc}, map: {name}, offset: {page}, "
+                         f"length: {count}, writable: {rng.choice(['true', 'false'])}}}")
         else:
             lines.append(f"  - cgroup: {{name: g, limit: {rng.randint(0, 50)}}}")
     return "\n".join(lines) + "\n"
@@ -138,4 +159,4 @@ def test_stride_scenarios_agree(chunk: int, monkeypatch: pytest.MonkeyPatch) -> 
         _both(scenario, monkeypatch, KERNELS[ran % len(KERNELS)])
         ran += 1
     assert ran > 100
-    assert strides.pages > 300
+    assert strides.pages > 200 and strides.private > 150

@@ -25,14 +25,21 @@ page-cache page with `MapChg.REUSE`:
 * the fault charge (and the memory charge with memory accounting) succeeds while every level
   of the hierarchy has room: the stride stops where the first level would refuse.
 
-Private mappings (their reservation map records each fault as its own region, merged or not
-by the policy) and every other path keep going page by page.
+The other stride: a private owner's fault (read or write) on indexes none of which its map
+marks consumed, none cached, none mapped, all below i_size.  Each page is `hugetlb_no_page`'s
+new anon page with `MapChg.REUSE` (an index absent from a private map is reserved): the same
+charges, consumption and free-list bound as above, and each page's commit marks its index
+consumed, which `ResvMap.region_add_pages` does for the run at once (the same regions, cache
+and allocator calls).  The pages are one anon block of the VMA.
+
+A fork child's or a MAP_NORESERVE private mapping (no map of its own), and every other path,
+keep going page by page.
 """
 
 from __future__ import annotations
 
-from hugetlbsim.model.blocks import FolioBlock
 from hugetlbsim.model.fault import hugetlb_fault
+from hugetlbsim.model.folio import FolioBlock
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup, PageCounter
 from hugetlbsim.model.vma import VMA
 
@@ -57,7 +64,8 @@ def fault_range(vma: VMA, start: int, end: int, write: bool, cgroup: HugetlbCgro
         hugetlb_fault(vma, page, write, cgroup)
         page += 1
         if BULK and end - page >= _MIN_STRIDE:
-            page += _shared_stride(vma, page, end, cgroup)
+            page += (_shared_stride(vma, page, end, cgroup) if vma.shared
+                     else _private_stride(vma, page, end, write, cgroup))
 
 
 def _room(counter: PageCounter | None) -> int | None:
@@ -72,21 +80,15 @@ def _room(counter: PageCounter | None) -> int | None:
     return room
 
 
-def _shared_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> int:
-    """Fault the longest uniform run from ``start`` (see the module's note); pages done.
+def _bound(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup, n: int) -> int:
+    """How many of at most ``n`` pages from ``start`` are uncached, unmapped, below i_size,
+    and within the free list and every cgroup level's room.
 
-    Each bound costs O(log n) and the search for a present page O(min(pages, PTEs)); the
-    stride itself is one block, whatever its length.
+    Each bound costs O(log n) and the search for a present page O(min(pages, PTEs)).
     """
     inode = vma.inode
-    if not vma.shared or vma.unmapped:
-        return 0
-    h, resv = inode.hstate, inode.resv_map
-    if resv.region_cache_count < resv.adds_in_progress + 1:
-        return 0  # region_chg would grow the cache: the first page's own path
     first = vma.file_index(start)
-    n = min(end - start, inode.i_size - first, h.free_huge_pages,
-            resv.region_end(first) - first)
+    n = min(n, end - start, inode.i_size - first, inode.hstate.free_huge_pages)
     cached = inode.cached.next_cached(first)
     if cached is not None:
         n = min(n, cached - first)
@@ -97,27 +99,73 @@ def _shared_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> int
         return 0
     ptes = vma.ptes
     if ptes:
-        # The first present page: from the PTEs or from the range, whichever is smaller.
         present = (next((p for p in range(start, start + n) if p in ptes), None)
                    if n < len(ptes) else min((p for p in ptes if start <= p < start + n),
                                              default=None))
         if present is not None:
             n = present - start
-        if n < _MIN_STRIDE:
-            return 0
-    last = first + n
-    # The page-by-page path, n times over (fault.py: alloc_hugetlb_folio with REUSE, then
-    # hugetlb_no_page's page-cache branch).
+    if vma.blocks:
+        held = vma.blocks.overlapping(start, start + n)
+        if held:
+            n = held[0].first - start
+    return n if n >= _MIN_STRIDE else 0
+
+
+def _charge(vma: VMA, n: int, cgroup: HugetlbCgroup) -> HugetlbCgroup | None:
+    """``n`` REUSE allocations (fault.py: alloc_hugetlb_folio): charge, consume, dequeue;
+    the memory cgroup charged, if any."""
     if cgroup.fault.try_charge(n) is not None:  # cannot refuse: n fits every level
         raise AssertionError("a fault charge within the room was refused")
     memcg = None
     if cgroup.memory is not None:
         cgroup.memory.try_charge(n)
         memcg = cgroup
+    h = vma.inode.hstate
     h.free_huge_pages -= n
     h.resv_huge_pages -= n
-    inode.blocks.add(FolioBlock(first, last, h, inode.spool, cgroup, memcg, vma, vma.writable))
-    inode.cached.add_range(first, last)
+    return memcg
+
+
+def _shared_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> int:
+    """Fault the longest uniform run of a shared mapping from ``start``; pages done."""
+    inode = vma.inode
+    if not vma.shared or vma.unmapped:
+        return 0
+    resv = inode.resv_map
+    if resv.region_cache_count < resv.adds_in_progress + 1:
+        return 0  # region_chg would grow the cache: the first page's own path
+    first = vma.file_index(start)
+    n = _bound(vma, start, end, cgroup, resv.region_end(first) - first)
+    if not n:
+        return 0
+    # hugetlb_no_page's page-cache branch, n times over.
+    memcg = _charge(vma, n, cgroup)
+    inode.blocks.add(FolioBlock(first, first + n, inode.hstate, inode.spool, cgroup, memcg,
+                                vma, vma.writable))
+    inode.cached.add_range(first, first + n)
     inode.i_blocks += n
     inode.cache_version += n
+    return n
+
+
+def _private_stride(vma: VMA, start: int, end: int, write: bool,
+                    cgroup: HugetlbCgroup) -> int:
+    """Fault the longest uniform run of a private owner's mapping from ``start``; pages
+    done."""
+    if not vma.private_owner or vma.unmapped:
+        return 0
+    assert vma.resv is not None
+    resv = vma.resv.map
+    if not resv.allocator.never_fails:
+        return 0
+    first = vma.file_index(start)
+    consumed = resv.region_next(first)
+    n = _bound(vma, start, end, cgroup, end - start if consumed is None else consumed - first)
+    if not n:
+        return 0
+    # hugetlb_no_page's anon branch, n times over.
+    memcg = _charge(vma, n, cgroup)
+    resv.region_add_pages(first, first + n)
+    vma.blocks.add(FolioBlock(start, start + n, vma.inode.hstate, vma.inode.spool, cgroup,
+                              memcg, vma, vma.writable and write, anon=True))
     return n

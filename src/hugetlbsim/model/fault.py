@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from hugetlbsim.model.blocks import explode
+from hugetlbsim.model.blocks import explode, explode_anon
 from hugetlbsim.model.errors import KernelError
 from hugetlbsim.model.folio import Folio, free_huge_folio
 from hugetlbsim.model.hstate import unsigned
@@ -188,11 +188,16 @@ def hugetlb_fault(vma: VMA, page: int, write: bool, cgroup: HugetlbCgroup) -> No
         index = vma.file_index(page)
         block = inode.blocks.at(index) if inode.blocks else None
         if block is None or block.vma is not vma:
+            block = vma.blocks.at(page) if vma.blocks else None
+        if block is None:
             hugetlb_no_page(vma, page, write, cgroup)
             return
         if block.writable or not write:
             return  # present, as it needs to be
-        explode(inode, index, index + 1)
+        if block.anon:
+            explode_anon(vma, page, page + 1)
+        else:
+            explode(inode, index, index + 1)
         pte = vma.ptes[page]
     if write and not pte.writable:
         hugetlb_wp(vma, page, cgroup)

@@ -8,13 +8,19 @@ only counts in the `HState`; a folio exists from allocation until its last refer
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hugetlbsim.model.hstate import HState
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.subpool import HugepageSubpool
 
-__all__ = ["Folio", "free_huge_folio", "free_huge_pages"]
+if TYPE_CHECKING:
+    from hugetlbsim.model.vma import VMA
+
+__all__ = ["Folio", "FolioBlock", "FolioBlocks", "free_huge_folio", "free_huge_pages"]
 
 
 @dataclass(eq=False, slots=True)
@@ -40,6 +46,77 @@ class Folio:
         return self.mapcount == 0 and not self.in_page_cache
 
 
+@dataclass(eq=False, slots=True)
+class FolioBlock:
+    """Pages alike in everything a folio records, made by one stride of faults.
+
+    A page-cache block (in its inode's `blocks`): file indexes ``[first, end)``, each standing
+    for ``Folio(hstate, spool, cgroup, None, memcg=memcg, in_page_cache=True, mapcount=1 if vma
+    else 0)`` and, when ``vma`` maps them, for its ``Pte(folio, writable)``.  An ``anon`` block
+    (in its VMA's `blocks`): virtual pages ``[first, end)`` of ``vma``, each standing for
+    ``Folio(..., anon=True, mapcount=1)`` and its PTE.  No page has a reservation charge;
+    ``restore_reserve`` is set on a whole block by the zap that frees it.
+    """
+
+    first: int
+    end: int
+    hstate: HState
+    spool: HugepageSubpool | None
+    cgroup: HugetlbCgroup
+    memcg: HugetlbCgroup | None
+    vma: VMA | None
+    writable: bool
+    anon: bool = False
+    restore_reserve: bool = False
+
+    @property
+    def pages(self) -> int:
+        return self.end - self.first
+
+
+class FolioBlocks:
+    """An inode's or a VMA's blocks, sorted by first page, with their page total."""
+
+    __slots__ = ("blocks", "firsts", "pages")
+
+    def __init__(self) -> None:
+        self.firsts: list[int] = []
+        self.blocks: list[FolioBlock] = []
+        self.pages = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.blocks)
+
+    def __iter__(self) -> Iterator[FolioBlock]:
+        return iter(self.blocks)
+
+    def at(self, index: int) -> FolioBlock | None:
+        """The block holding ``index``, if any."""
+        k = bisect_right(self.firsts, index) - 1
+        if k >= 0 and self.blocks[k].end > index:
+            return self.blocks[k]
+        return None
+
+    def overlapping(self, start: int, end: int) -> list[FolioBlock]:
+        """The blocks meeting ``[start, end)``, in order."""
+        if not self.blocks:
+            return []
+        k = max(bisect_right(self.firsts, start) - 1, 0)
+        hi = bisect_left(self.firsts, end)
+        return [b for b in self.blocks[k:hi] if b.end > start]
+
+    def add(self, block: FolioBlock) -> None:
+        k = bisect_left(self.firsts, block.first)
+        self.firsts.insert(k, block.first)
+        self.blocks.insert(k, block)
+        self.pages += block.pages
+
+    def remove(self, block: FolioBlock) -> None:
+        k = bisect_left(self.firsts, block.first)
+        del self.firsts[k], self.blocks[k]
+        self.pages -= block.pages
+
+
 def free_huge_folio(folio: Folio) -> None:
     """The last reference went: credit subpool, uncharge cgroups, return to the pool.
 
@@ -52,16 +129,18 @@ def free_huge_folio(folio: Folio) -> None:
 
 
 def free_huge_pages(h: HState, spool: HugepageSubpool | None, cgroup: HugetlbCgroup,
-                    memcg: HugetlbCgroup | None, pages: int) -> None:
-    """`free_huge_folio` on ``pages`` alike folios in turn (no reservation charge, none
-    restoring): without a subpool, every step is a sum."""
-    if spool is not None:
+                    memcg: HugetlbCgroup | None, pages: int, restore: bool = False) -> None:
+    """`free_huge_folio` on ``pages`` alike folios in turn (no reservation charge): when
+    each restores its reservation or there is no subpool to credit, every step is a sum."""
+    if spool is not None and not restore:
         for _ in range(pages):
             _free_page(h, spool, cgroup, None, memcg, False)
         return
     cgroup.fault.uncharge(pages)
     if memcg is not None and memcg.memory is not None:
         memcg.memory.uncharge(pages)
+    if restore:
+        h.resv_huge_pages += pages
     h.enqueue_freed_page(pages)
 
 

@@ -13,8 +13,8 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from hugetlbsim.model.blocks import FolioBlocks, cut, free_block, take_block
-from hugetlbsim.model.folio import Folio, free_huge_folio, free_huge_pages
+from hugetlbsim.model.blocks import cut, free_block, take_block
+from hugetlbsim.model.folio import Folio, FolioBlocks, free_huge_folio, free_huge_pages
 from hugetlbsim.model.hstate import HState
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.resv_map import LONG_MAX, ResvMap

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hugetlbsim.model.blocks import FolioBlock
-from hugetlbsim.model.folio import Folio
+from hugetlbsim.model.folio import Folio, FolioBlock
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.inode import Inode
 from hugetlbsim.model.resv_map import FileRegion
@@ -78,13 +77,16 @@ def check_invariants(system: System) -> None:
             assert vma.resv is not None
             f, t = vma.file_index(vma.start), vma.file_index(vma.end)
             outstanding += (t - f) - vma.resv.map.region_count(f, t)
-        own = vma.inode.blocks
+        own, anon = vma.inode.blocks, vma.blocks
         for page, pte in vma.ptes.items():
             assert vma.start <= page < vma.end, "PTE outside its VMA"
             assert pte.folio.mapcount > 0
             if own:
                 block = own.at(vma.file_index(page))
                 assert block is None or block.vma is not vma, "a PTE over its VMA's block"
+            assert not anon or anon.at(page) is None, "a PTE over its VMA's anon block"
+        if anon:
+            _check_anon_blocks(vma)
     pending = sum(1 for f in folios if f.restore_reserve)
     min_rsv = sum(sp.rsv_hpages for sp in system.subpools if sp.min_hpages != -1)
     short = sum(sp.released_short for sp in system.subpools)
@@ -108,13 +110,28 @@ def _check_blocks(inode: Inode, live: set[VMA]) -> None:
         assert b.first < b.end and (end is None or end <= b.first), (
             f"{inode.name}: blocks overlap or are empty")
         end = b.end
-        assert b.hstate is inode.hstate and b.spool is inode.spool, f"{inode.name}: block"
+        assert not b.anon and b.hstate is inode.hstate and b.spool is inode.spool, (
+            f"{inode.name}: block")
         vma = b.vma
         if vma is not None:
             assert vma in live and vma.shared and vma.inode is inode, (
                 f"{inode.name}: a block mapped by a VMA that cannot map it")
             assert vma.file_index(vma.start) <= b.first and b.end <= vma.file_index(vma.end), (
                 f"{inode.name}: a block beyond its VMA")
+
+
+def _check_anon_blocks(vma: VMA) -> None:
+    """Sorted, disjoint anon blocks of a private VMA, inside it."""
+    blocks = vma.blocks
+    assert not vma.shared, "an anon block in a shared VMA"
+    assert blocks.firsts == [b.first for b in blocks], "anon block index off"
+    assert blocks.pages == sum(b.pages for b in blocks), "anon block pages off"
+    end = vma.start
+    for b in blocks:
+        assert b.anon and b.vma is vma and end <= b.first < b.end, "anon blocks overlap"
+        assert b.hstate is vma.inode.hstate and b.spool is vma.inode.spool, "anon block"
+        end = b.end
+    assert end <= vma.end, "an anon block beyond its VMA"
 
 
 def _merged(runs: list[list[int]], more: list[list[int]]) -> list[list[int]]:

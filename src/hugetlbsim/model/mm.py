@@ -6,7 +6,7 @@ first, and the pieces inside are what the operation then changes.
 
 from __future__ import annotations
 
-from hugetlbsim.model.blocks import vma_blocks
+from hugetlbsim.model.blocks import cut, vma_blocks
 from hugetlbsim.model.inode import vma_interval_tree_insert
 from hugetlbsim.model.vma import VMA
 
@@ -39,6 +39,10 @@ def split_vma(vma: VMA, at: int) -> VMA:
                 vma.writable, vma.maywrite, vma.resv, vma.owner, vma.unmapped)
     for block in vma_blocks(vma, at, vma.end, split=True):
         block.vma = upper
+    for block in cut(vma.blocks, at, vma.end) if vma.blocks else []:
+        vma.blocks.remove(block)
+        block.vma = upper
+        upper.blocks.add(block)
     upper.ptes = {p: pte for p, pte in vma.ptes.items() if p >= at}
     vma.ptes = {p: pte for p, pte in vma.ptes.items() if p < at}
     vma.end = at

@@ -75,6 +75,14 @@ class RegionStore:
             bb, j = bb + 1, 0
         return b, i, out
 
+    def next_covered(self, f: int) -> int | None:
+        """The first index at or after ``f`` inside a range, if any."""
+        b = bisect_right(self._lasts, f)
+        if b == len(self._lasts):
+            return None
+        i = bisect_right(self._ends[b], f)
+        return max(self._starts[b][i], f)
+
     def replace(self, b: int, i: int, count: int, new: Sequence[Entry]) -> None:
         """Replace ``count`` entries starting at cursor ``(b, i)`` by ``new`` (kept sorted)."""
         self.version += 1

@@ -69,6 +69,10 @@ class EntryAllocator:
             self._fail = failing.__contains__
         self.calls = 0
 
+    @property
+    def never_fails(self) -> bool:
+        return self._fail is None
+
     def allocate(self, n: int) -> bool:
         """Allocate ``n`` entries; False (nothing kept) if any of the calls fails."""
         for _ in range(n):
@@ -188,6 +192,53 @@ class ResvMap:
         if window:
             self._store.replace(b, i, len(window), kept)
         return RegionDel(deleted, uncharges)
+
+    # -- a page at a time, many pages at once ----------------------------------------------
+
+    def region_add_pages(self, f: int, t: int) -> None:
+        """`region_chg` then `region_add` (no info) of each page of ``[f, t)`` in turn, none
+        of them in the map: what a stride of private faults commits, in O(log n).
+
+        Each page's chg tops the cache up to ``adds_in_progress + 1`` and its add takes one
+        entry, so the cache ends at ``max(cache - pages, adds)`` after the allocator was asked
+        for what each top-up lacked; the regions end as one fill would leave them (the
+        policy merges each page into the one before, or keeps every page its own entry).
+        Only for an allocator that cannot fail.
+        """
+        _check_range(f, t)
+        n, c, a = t - f, self.region_cache_count, self.adds_in_progress
+        assert n > 0 and self._count_gaps(f, t) == (n, 1), "region_add_pages over the map"
+        assert self.allocator.never_fails, "a failing allocator needs the page-by-page path"
+        self.allocator.allocate(max(0, a + 1 - c) + max(0, n - max(1, c - a)))
+        if self.policy == "v7":
+            b, i, _ = self._store.window(f, t, touching=False)
+            self._store.replace(b, i, 0, [(k, k + 1, None) for k in range(f, t)])
+        else:
+            self._fill_gaps(f, t, None)
+        self.region_cache_count = max(c - n, a)
+
+    def region_del_pages(self, f: int, t: int) -> None:
+        """`region_chg`, `region_abort` and `region_del` of each page of ``[f, t)`` in turn,
+        all of them in the map: a zap giving back a private owner's reservations, in O(log n).
+
+        Each chg tops the cache up to ``adds_in_progress + 1``; going up from ``f``, only the
+        first page can split a region (one starting before it and ending after it), taking
+        one cache entry; every later page trims or removes.
+        """
+        _check_range(f, t)
+        n, c, a = t - f, self.region_cache_count, self.adds_in_progress
+        assert n > 0 and self.region_count(f, t) == n, "region_del_pages outside the map"
+        assert self.allocator.never_fails, "a failing allocator needs the page-by-page path"
+        _, _, first = self._store.window(f, f + 1, touching=False)
+        split = int(first[0][0] < f and f + 1 < first[0][1])
+        self.allocator.allocate(max(0, a + 1 - c) + int(split and n > 1 and c <= a + 1))
+        self.region_cache_count = max(c, a + 1)  # region_del's own split takes none
+        self.region_del(f, t)
+        self.region_cache_count = max(c, a + 1) - split if n == 1 else max(c - split, a + 1)
+
+    def region_next(self, f: int) -> int | None:
+        """The first index at or after ``f`` that a region covers, if any."""
+        return self._store.next_covered(f)
 
     def region_end(self, f: int) -> int:
         """The end of the region holding index ``f``, or ``f`` when none holds it."""

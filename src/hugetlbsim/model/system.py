@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
-from hugetlbsim.model.blocks import FolioBlock, explode_vma, vma_blocks
+from hugetlbsim.model.blocks import explode_vma, vma_blocks
 from hugetlbsim.model.bulk import fault_range
 from hugetlbsim.model.errors import KernelError, KernelLacks, ScenarioMisuse
 from hugetlbsim.model.fileops import (
@@ -24,7 +24,7 @@ from hugetlbsim.model.fileops import (
     hugetlbfs_fallocate,
     hugetlbfs_punch_hole,
 )
-from hugetlbsim.model.folio import Folio
+from hugetlbsim.model.folio import Folio, FolioBlock
 from hugetlbsim.model.hstate import HState
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup, PageCounter
 from hugetlbsim.model.inode import Inode, vma_interval_tree_insert
@@ -510,7 +510,7 @@ class System:
             if not writable:
                 for pte in part.ptes.values():
                     pte.writable = False
-                for block in vma_blocks(part, part.start, part.end):
+                for block in [*vma_blocks(part, part.start, part.end), *part.blocks]:
                     block.writable = False
         if covered < end:
             raise KernelError("ENOMEM", f"page {covered} of {map} is not mapped")
@@ -547,7 +547,7 @@ class System:
             hole |= lo > covered
             covered = hi
             if advice == "dontneed":
-                freed: list[Folio] = []
+                freed: list[Folio | FolioBlock] = []
                 zap_pages(vma, lo, hi, freed)
                 free_batch(freed)
             elif not (vma.shared and vma.maywrite):
@@ -645,7 +645,9 @@ class System:
     def blocks(self) -> list[FolioBlock]:
         """Every block of alike pages (`hugetlbsim.model.blocks`): the rest of the pages in
         use."""
-        return [block for inode in self.inodes for block in inode.blocks]
+        anon = [block for task in self.procs.values() for pieces in task.maps.values()
+                for vma in pieces for block in vma.blocks]
+        return [block for inode in self.inodes for block in inode.blocks] + anon
 
     def folios(self) -> list[Folio]:
         """Every page in use held as a single folio (the hstate's active list, blocks

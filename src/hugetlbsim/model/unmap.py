@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hugetlbsim.model.blocks import vma_blocks
-from hugetlbsim.model.folio import Folio, free_huge_folio
+from hugetlbsim.model.blocks import cut, explode_anon, vma_blocks
+from hugetlbsim.model.folio import Folio, FolioBlock, free_huge_folio, free_huge_pages
 from hugetlbsim.model.kernels import RESTORE_RESERVE_ON_UNMAP, UNMAP_RESTORE_ONLY_IF_UNMAPPED
 from hugetlbsim.model.reserve import hugetlb_vm_op_close, vma_add_reservation, vma_needs_reservation
 from hugetlbsim.model.vma import VMA
@@ -21,11 +21,12 @@ from hugetlbsim.model.vma import VMA
 __all__ = ["free_batch", "unmap_vmas", "zap_file_range", "zap_pages"]
 
 
-def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio]) -> None:
+def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio | FolioBlock]) -> None:
     """`__unmap_hugepage_range` over virtual pages ``[start, end)`` of ``vma``.
 
     Pages whose last reference goes are appended to ``freed``; the caller frees them once
-    every zap of the operation is done, as the TLB batch does.
+    every zap of the operation is done, as the TLB batch does.  Pages go in order, an anon
+    block's as a whole.
     """
     h = vma.inode.hstate
     # df7a6d1f6405 (v6.8) added the restore; before it a zap touches no reservation.
@@ -35,11 +36,18 @@ def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio]) -> None:
     last_only = h.kernel.has(UNMAP_RESTORE_ONLY_IF_UNMAPPED)
     for block in vma_blocks(vma, start, end, split=True):
         block.vma = None  # a shared VMA's cached pages: mapcount 1 -> 0, none freed
+    # An anon block restores every page's reservation or none (each is anon with mapcount 1).
+    restore = restores and not h.surplus_huge_pages and vma.private_owner
+    anon = _anon_blocks(vma, start, end, restore)
     ptes = vma.ptes
     # The mapped pages in [start, end), in order: from the range when it is the smaller.
     pages = ([p for p in range(start, end) if p in ptes] if end - start < len(ptes)
              else sorted(p for p in ptes if start <= p < end))
+    k = 0
     for page in pages:
+        while k < len(anon) and anon[k].first < page:
+            _zap_anon_block(vma, anon[k], restore, freed)
+            k += 1
         folio = ptes.pop(page).folio
         if restores and not h.surplus_huge_pages and vma.private_owner and folio.anon and (
                 not last_only or folio.mapcount == 1):
@@ -52,12 +60,48 @@ def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio]) -> None:
         folio.mapcount -= 1
         if folio.unused:
             freed.append(folio)
+    for block in anon[k:]:
+        _zap_anon_block(vma, block, restore, freed)
 
 
-def free_batch(freed: Iterable[Folio]) -> None:
+def _anon_blocks(vma: VMA, start: int, end: int, restore: bool) -> list[FolioBlock]:
+    """The anon blocks in ``[start, end)``, split at its edges; with ``restore``, those whose
+    indexes are not all marked consumed are exploded first (each page then answers alone)."""
+    if not vma.blocks:
+        return []
+    blocks = cut(vma.blocks, start, end)
+    if restore:
+        assert vma.resv is not None
+        resv = vma.resv.map
+        for block in blocks:
+            f, t = vma.file_index(block.first), vma.file_index(block.end)
+            if resv.region_count(f, t) != t - f or not resv.allocator.never_fails:
+                explode_anon(vma, block.first, block.end)
+        blocks = cut(vma.blocks, start, end)
+    return blocks
+
+
+def _zap_anon_block(vma: VMA, block: FolioBlock, restore: bool,
+                    freed: list[Folio | FolioBlock]) -> None:
+    """Each page as the page loop would: restore its reservation (drop its consumed
+    marker), mapcount 1 -> 0, freed."""
+    vma.blocks.remove(block)
+    block.vma = None
+    if restore:
+        assert vma.resv is not None
+        block.restore_reserve = True
+        vma.resv.map.region_del_pages(vma.file_index(block.first), vma.file_index(block.end))
+    freed.append(block)
+
+
+def free_batch(freed: Iterable[Folio | FolioBlock]) -> None:
     """Flush the TLB batch: free every page whose last reference went."""
-    for folio in freed:
-        free_huge_folio(folio)
+    for item in freed:
+        if isinstance(item, Folio):
+            free_huge_folio(item)
+        else:
+            free_huge_pages(item.hstate, item.spool, item.cgroup, item.memcg, item.pages,
+                            item.restore_reserve)
 
 
 def unmap_vmas(pieces: Iterable[tuple[VMA, int, int]]) -> None:
@@ -66,7 +110,7 @@ def unmap_vmas(pieces: Iterable[tuple[VMA, int, int]]) -> None:
     Each ``vma`` is a whole piece already split at the range's edges by the caller.
     """
     pieces = list(pieces)
-    freed: list[Folio] = []
+    freed: list[Folio | FolioBlock] = []
     for vma, start, end in pieces:
         zap_pages(vma, start, end, freed)
     free_batch(freed)
@@ -86,6 +130,6 @@ def zap_file_range(vmas: Iterable[VMA], start_index: int, end_index: int) -> Non
         lo = max(vma.start, vma.virtual_page(start_index))
         hi = min(vma.end, vma.virtual_page(end_index))
         if lo < hi:
-            freed: list[Folio] = []
+            freed: list[Folio | FolioBlock] = []
             zap_pages(vma, lo, hi, freed)
             free_batch(freed)

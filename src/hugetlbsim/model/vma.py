@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hugetlbsim.model.folio import Folio
+from hugetlbsim.model.folio import Folio, FolioBlocks
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
 from hugetlbsim.model.resv_map import ResvMap
 
@@ -69,6 +69,9 @@ class VMA:
     unmapped: bool = False
     """HPAGE_RESV_UNMAPPED: the owner stole a page from this VMA; every fault SIGBUSes."""
     ptes: dict[int, Pte] = field(default_factory=dict)
+    """Present PTEs held one by one (the rest are in `blocks` or the inode's blocks)."""
+    blocks: FolioBlocks = field(default_factory=FolioBlocks)
+    """Anon pages held as blocks of alike folios with their PTEs (`hugetlbsim.model.blocks`)."""
 
     def file_index(self, page: int) -> int:
         """`vma_hugecache_offset`: the file index of virtual page ``page``."""
