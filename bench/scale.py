@@ -195,14 +195,17 @@ def worker(family: str, n: int) -> dict[str, Any]:
 
     base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     pool, steps = FAMILIES[family][0](n)
+    text = _yaml(pool, steps) if family == "steps" else ""
     start = time.perf_counter()
-    if family == "steps":
+    if text:
         from hugetlbsim.format.loader import load_text
 
-        scenario = load_text(_yaml(pool, steps))
+        scenario = load_text(text)
     else:
         scenario = _scenario(pool, steps)
     loaded = time.perf_counter()
+    tenth = max(1, len(steps) // 10)
+    marks: dict[int, float] = {}
     with open(os.devnull, "w") as out:
         counted = _Counting(out)
         try:  # as `run --json` does: streamed where the code can, else kept and dumped
@@ -212,14 +215,24 @@ def worker(family: str, n: int) -> dict[str, Any]:
             counted.write(trace.dumps())
         else:
             stream = JsonStream(counted)  # type: ignore[arg-type]
-            trace = run(scenario, ModelBackend(), on_step=stream.step, keep=False)
+
+            def on_step(trace: Any, record: Any) -> None:
+                stream.step(trace, record)
+                if record.index + 1 in (tenth, len(steps) - tenth):
+                    marks[record.index + 1] = time.perf_counter()
+
+            trace = run(scenario, ModelBackend(), on_step=on_step, keep=False)
             stream.end(trace)
     done = time.perf_counter()
     if getattr(trace, "failures", None):
         raise SystemExit(f"{family} {n}: expectations failed")
-    return {"seconds": done - start, "load": loaded - start, "run": done - loaded,
-            "steps": len(steps), "trace_mb": counted.chars / 1e6,
-            "peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kb) / 1024}
+    result = {"seconds": done - start, "load": loaded - start, "run": done - loaded,
+              "steps": len(steps), "trace_mb": counted.chars / 1e6,
+              "peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kb) / 1024}
+    if len(marks) == 2:  # the run's time per step over its first and its last tenth
+        result["tenths_us"] = (1e6 * (marks[tenth] - loaded) / tenth,
+                               1e6 * (done - marks[len(steps) - tenth]) / tenth)
+    return result
 
 
 class _Counting:

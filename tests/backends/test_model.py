@@ -86,12 +86,27 @@ def test_invariants_checked_after_every_step(monkeypatch: pytest.MonkeyPatch) ->
     assert calls == [0, 0, 0, 4]
 
 
+def test_the_first_steps_are_recounted_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the state's size, each of the first `DENSE_STEPS` operations is recounted;
+    after them, here, only the last."""
+    from hugetlbsim.model import checking
+
+    monkeypatch.setattr(checking, "WORK_PER_STEP", 1e-9)
+    steps = ["  - spawn: {proc: p}", *["  - touch: {proc: p, map: m, page: 0}"] * 79]
+    steps[1] = "  - mmap: {proc: p, map: m, anon: true, length: 1}"
+    calls: list[int] = []
+    monkeypatch.setattr(System, "check_invariants", lambda system: calls.append(1))
+    run(load_text("format: 1\npool: {pages: 1}\nsteps:\n" + "\n".join(steps)), ModelBackend())
+    assert len(calls) == checking.DENSE_STEPS + 1
+
+
 def test_a_late_recount_names_the_step_that_broke(monkeypatch: pytest.MonkeyPatch) -> None:
     """With recounts only at the end, a failure is replayed back to the step that broke it,
     and the fuzzer's trace ends just before that step."""
     from hugetlbsim.fuzz.campaign import execute
     from hugetlbsim.model import checking
 
+    monkeypatch.setattr(checking, "DENSE_STEPS", 0)
     monkeypatch.setattr(checking, "WORK_PER_STEP", 1e-9)  # one recount, after the last step
     calls: list[int] = []
 
@@ -115,6 +130,7 @@ def test_a_crash_after_unchecked_steps_is_traced_to_the_broken_invariant(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from hugetlbsim.model import checking
 
+    monkeypatch.setattr(checking, "DENSE_STEPS", 0)
     monkeypatch.setattr(checking, "WORK_PER_STEP", 1e-9)
     monkeypatch.setattr(System, "check_invariants", lambda system: None if (
         "p1" not in system.procs) else (_ for _ in ()).throw(AssertionError("p1 broke it")))

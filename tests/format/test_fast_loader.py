@@ -158,3 +158,77 @@ def test_large_file_loads_fast() -> None:
     scenario = load_text(text)
     assert len(scenario.steps) == 10_004
     assert time.perf_counter() - start < 2.5
+
+
+_TOKENS = ["p", "hp/f", "0", "7", "18446744073709551616", "0x10", "0o7", "1_0", ".5", "1e3",
+           "true", "false", "True", "null", "Null", "yes", "on", "y", "max", "dontneed", "a.b",
+           "+1", "a-b", "_x", ".inf", "9" * 101, '"p"', '"hp/f"', '"a, b: c"', '"{x}"', '"#"',
+           '""', "'it'", "'a, b'", "''", '"memfd:f"', "memfd:f", "a:b:c", "1:20", "0:0"]
+"""Values a `_STEP_LINE` takes."""
+_ODD = ["-1", "a:", "a::b", ":a", "a: b", "a:,", "a b", "~", "-", "<<", "a#b", '"a\\"b"',
+        "'it''s'", "[a]", "{a: 1}", "&x a", "*x", "!t a", "? a"]
+"""Values it leaves to libyaml."""
+
+
+def _step_line(rng: random.Random) -> str:
+    op = rng.choice(["touch", "spawn", "mmap", "madvise", "exit", "null", "true", "x_y"])
+    keys = rng.sample(["proc", "map", "page", "count", "write", "advice", "null", "a"],
+                      rng.randint(0, 4))
+    if rng.random() < 0.05:
+        keys.append(keys[0] if keys else "proc")  # a duplicate key
+    body = ", ".join(f"{k}: {rng.choice(_ODD if rng.random() < 0.03 else _TOKENS)}"
+                     for k in keys)
+    if rng.random() < 0.05:
+        body = body.replace(", ", ",", 1) if rng.random() < 0.5 else body + " "
+    return f"- {op}: {{{body}}}"
+
+
+def _shape(doc: Any) -> Any:
+    """A document with every value's type and each sequence's item positions."""
+    if isinstance(doc, dict):
+        return ("map", [(_shape(k), _shape(v)) for k, v in doc.items()])
+    if isinstance(doc, list):
+        return ("seq", [_shape(v) for v in doc], doc.lc.items if doc.lc.items else None)
+    return (type(doc), doc)
+
+
+def test_steps_read_line_by_line_agree_with_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files whose steps are one-line flow mappings (`_STEP_LINE`) read line by line: the same
+    document, values, types and step positions as libyaml's events give (with ``steps: `` the
+    line reader does not apply), and the same scenario or error as the round-trip reader."""
+    step_lines = loader._step_lines
+    read: list[bool] = []
+
+    def spy(*args: Any) -> Any:
+        steps = step_lines(*args)
+        read.append(steps is not None)
+        return steps
+
+    monkeypatch.setattr(loader, "_step_lines", spy)
+    rng = random.Random(10)
+    lines_read = 0
+    for _ in range(1000):
+        indent = " " * rng.choice([0, 2, 4])
+        head = rng.choice(["format: 1\n", "format: 1\nname: x\npool: {pages: 4}\n", "",
+                           "format: 1\nx: |\n  a\n", "format: 1\nsteps: []\n", "---\nformat: 1\n",
+                           "format: 1\nname: 'a\n"])
+        steps = [indent + _step_line(rng) for _ in range(rng.randint(1, 6))]
+        if rng.random() < 0.1:
+            steps.insert(rng.randrange(len(steps)), rng.choice(["", "# c", indent + "- spawn:",
+                                                                "  " + steps[0], "x: 1"]))
+        text = head + "steps:\n" + "\n".join(steps) + rng.choice(["\n", "", "\n\n"])
+        read.clear()
+        fast = loader._fast_parse(text)
+        lines_read += read == [True] and fast is not loader._ASIDE
+        reference = loader._fast_parse(text.replace("\nsteps:\n", "\nsteps: \n"))
+        if reference is loader._ASIDE:
+            assert fast is loader._ASIDE
+            continue
+        assert fast is not loader._ASIDE
+        assert _shape(fast) == _shape(reference), text
+        slow = _slow(text)
+        try:
+            assert load_text(text, "x.yaml") == slow
+        except ScenarioError as exc:
+            assert ("error", str(exc)) == slow
+    assert lines_read > 100

@@ -14,7 +14,8 @@ Top-level keys other than format/name/pagesize/pool/steps are extensions and are
 `Scenario.extra`, except near-misses of a known key, which are reported as typos.
 
 Two readers give the same answer.  The fast one builds the document from libyaml's events
-(PyYAML's ``CSafeLoader``, in C; where each step starts is kept from its marks) and resolves
+(PyYAML's ``CSafeLoader``, in C; where each step starts is kept from its marks), or, for steps
+written one per line as generated files write them, from the lines themselves, and resolves
 each plain scalar with ruamel's YAML 1.2 resolver and constructor (once per distinct text); it
 steps aside, and the round-trip reader
 (ruamel, in Python) reads the file, whenever it could answer differently: anything libyaml
@@ -34,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from io import StringIO
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -81,6 +82,7 @@ from hugetlbsim.format.scenario import (
     SECTION_KEYS,
     TOP_KEYS,
     UNSIGNED_MAX,
+    VALUE_KINDS,
     Arg,
     ArgKind,
     Scenario,
@@ -107,8 +109,9 @@ __all__ = [
 
 MAX_FILE_BYTES = 64 << 20
 """The largest scenario file read.  Scenarios are a few kilobytes, but a generated one can
-be large (bench/scale.py loads 10^5 steps, some 6 MB); loading costs about 0.25 s and 20 MB a
-MB through libyaml, up to about 7 s and 150 MB a MB through the round-trip reader."""
+be large (bench/scale.py loads 10^5 steps, some 6 MB); loading costs about 0.1 s a MB when
+every step is one line, 0.25 s and 20 MB a MB through libyaml, up to about 7 s and 150 MB a
+MB through the round-trip reader."""
 MAX_DEPTH = 32
 """The deepest nesting of YAML collections (a scenario needs 6)."""
 MAX_INT_CHARS = 100
@@ -404,13 +407,78 @@ may differ between libyaml (YAML 1.1) and ruamel (YAML 1.2): non-ASCII text (wit
 line breaks), anchors, directives, tabs, carriage returns."""
 
 
+_STEP_LINE = re.compile(r"( *)- ([a-z_]+): \{(.*)\}")
+"""A step written on one line with flow arguments, the shape generated files take."""
+_STEP_ARG = re.compile(r"""([a-z_]+): ("[^"\\]*"|'[^']*'|[\w./][\w./+-]*(?::[\w./+-]+)*)""",
+                       re.ASCII)
+"""One argument of `_STEP_LINE`: a plain key, and a value quoted without escapes or plain
+without any character YAML gives a meaning to in a flow mapping (a colon only between two
+such characters, as in ``memfd:f``)."""
+
+
+_StepLine = tuple[str, Any, tuple[tuple[Any, Any], ...]]
+"""(indent, operation, arguments) of a step written on one line."""
+
+
+def _step_line(line: str, scalar: Callable[[str], Any]) -> _StepLine | None:
+    """A `_STEP_LINE` read (plain scalars through ``scalar``), None for any other line."""
+    match = _STEP_LINE.fullmatch(line)
+    if match is None:
+        return None
+    spaces, op, body = match.groups()
+    pairs = _STEP_ARG.findall(body)
+    if ", ".join([f"{key}: {value}" for key, value in pairs]) != body:
+        return None
+    args = tuple((scalar(key), value[1:-1] if value[0] in "\"'" else scalar(value))
+                 for key, value in pairs)
+    if len(dict(args)) != len(args):
+        return None  # a duplicate key
+    return spaces, scalar(op), args
+
+
+def _step_lines(tail: str, first: int, scalar: Callable[[str], Any]) -> _FastSeq | None:
+    """The steps written one per line from line ``first`` (0-based) to the end, as libyaml's
+    events would build them, or None if a line has another shape.  Generated files repeat
+    their lines, so each distinct line is read once."""
+    steps = _FastSeq()
+    starts: list[Pos] = []
+    read: dict[str, _StepLine] = {}
+    lines = tail.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    indent = None
+    for number, line in enumerate(lines, first):
+        known = read.get(line)
+        if known is None:
+            known = _step_line(line, scalar)
+            if known is None:
+                return None
+            if len(read) < 1 << 16:
+                read[line] = known
+        spaces, op, pairs = known
+        if spaces != indent and indent is not None:
+            return None
+        indent = spaces
+        args = _FastMap(pairs)
+        args.lc = _MAP_LINES
+        item = _FastMap(((op, args),))
+        item.lc = _MAP_LINES
+        steps.append(item)
+        starts.append((number, len(spaces) + 2))
+    steps.lc = _Lines(starts)
+    return steps
+
+
 def _fast_parse(text: str) -> Any:
     """The document as `_FastMap`/`_FastSeq`/scalars equal to the round-trip reader's, or
     `_ASIDE` where it could differ.
 
     Built straight from libyaml's events (no node tree is kept: a 6 MB file costs tens of MB,
     not hundreds); anchors, aliases, tags (even ``!``), complex or duplicate keys, nesting
-    deeper than `MAX_DEPTH` and more than one document step aside.
+    deeper than `MAX_DEPTH` and more than one document step aside.  When the file ends with
+    a top-level ``steps:`` whose every step is one `_STEP_LINE` (as generated files write
+    them), the steps are read line by line, the rest through libyaml: libyaml's events cost
+    about 8 us a step, the lines about 1.
     """
     if (_CParser is None or not text.isascii() or "&" in text or "\t" in text or "\r" in text
             or text.startswith("%") or "\n%" in text or _JSON_COLON.search(text)):
@@ -433,55 +501,59 @@ def _fast_parse(text: str) -> Any:
             scalars[value] = built
         return built
 
-    parser = _CParser(text)
-    get: Callable[[], Any] = parser.get_event
+    def scalar(value: str) -> Any:
+        try:
+            return scalars[value]
+        except KeyError:
+            return plain(value)
 
-    def build(event: Any, depth: int) -> Any:
-        kind = type(event)
-        if event.anchor is not None or event.tag is not None:
-            raise _Aside
-        if kind is _ScalarEvent:
-            value: str = event.value
-            if event.style:  # quoted or block: text; plain is ""
-                return value
-            try:
-                return scalars[value]
-            except KeyError:
-                return plain(value)
-        if depth >= MAX_DEPTH:
-            raise _Aside
-        depth += 1
-        if kind is _MappingStartEvent:
-            mapping = _FastMap()
-            pairs = 0
-            while True:
-                key_event = get()
-                if type(key_event) is _MappingEndEvent:
-                    break
-                if type(key_event) is not _ScalarEvent:
-                    raise _Aside  # a complex key (or an alias)
-                key = build(key_event, depth)
-                mapping[key] = build(get(), depth)
-                pairs += 1
-            if len(mapping) != pairs:
-                raise _Aside  # a duplicate key
-            mapping.lc = _MAP_LINES
-            return mapping
-        if kind is _SequenceStartEvent:
-            items = _FastSeq()
-            starts: list[Pos] = []
-            while True:
-                item = get()
-                if type(item) is _SequenceEndEvent:
-                    break
-                mark: Any = item.start_mark
-                starts.append((mark.line, mark.column))
-                items.append(build(item, depth))
-            items.lc = _Lines(starts)
-            return items
-        raise _Aside  # an alias
+    def document(text: str) -> Any:
+        """The one document of ``text`` from libyaml's events (`_Aside` where it could differ)."""
+        parser = _CParser(text)
+        get: Callable[[], Any] = parser.get_event
 
-    try:
+        def build(event: Any, depth: int) -> Any:
+            kind = type(event)
+            if event.anchor is not None or event.tag is not None:
+                raise _Aside
+            if kind is _ScalarEvent:
+                value: str = event.value
+                if event.style:  # quoted or block: text; plain is ""
+                    return value
+                return scalar(value)
+            if depth >= MAX_DEPTH:
+                raise _Aside
+            depth += 1
+            if kind is _MappingStartEvent:
+                mapping = _FastMap()
+                pairs = 0
+                while True:
+                    key_event = get()
+                    if type(key_event) is _MappingEndEvent:
+                        break
+                    if type(key_event) is not _ScalarEvent:
+                        raise _Aside  # a complex key (or an alias)
+                    key = build(key_event, depth)
+                    mapping[key] = build(get(), depth)
+                    pairs += 1
+                if len(mapping) != pairs:
+                    raise _Aside  # a duplicate key
+                mapping.lc = _MAP_LINES
+                return mapping
+            if kind is _SequenceStartEvent:
+                items = _FastSeq()
+                starts: list[Pos] = []
+                while True:
+                    item = get()
+                    if type(item) is _SequenceEndEvent:
+                        break
+                    mark: Any = item.start_mark
+                    starts.append((mark.line, mark.column))
+                    items.append(build(item, depth))
+                items.lc = _Lines(starts)
+                return items
+            raise _Aside  # an alias
+
         try:
             get()  # the stream's start
             event = get()
@@ -493,6 +565,20 @@ def _fast_parse(text: str) -> Any:
             return root
         finally:
             parser.dispose()
+
+    try:
+        head, sep, tail = text.rpartition("\nsteps:\n")
+        if sep and tail:  # the common shape, read line by line where every step takes it
+            try:
+                steps = _step_lines(tail, head.count("\n") + 2, scalar)
+                root = document(head + sep) if steps is not None else None
+            except (_Aside, _CYAMLError, RecursionError, ValueError, TypeError, AttributeError):
+                root = None
+            if (type(root) is _FastMap and next(reversed(root)) == "steps"
+                    and root["steps"] is None):
+                root["steps"] = steps
+                return root
+        return document(text)
     except (_Aside, _CYAMLError, RecursionError, ValueError, TypeError, AttributeError):
         return _ASIDE
 
@@ -595,6 +681,14 @@ def _suggest(word: object, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(word)[:MAX_SHOWN], choices, n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(choices)}"
 
+
+
+_SPECS: dict[str, tuple[dict[str, Arg], dict[str, Any]]] = {
+    op: ({a.name: a for a in spec}, {a.name: a.default for a in spec}) for op, spec in OPS.items()}
+"""Operation → its arguments by name, and their defaults."""
+_NAME_KINDS = {kind: NAME_PATTERNS.get(kind, NAME_PATTERNS["name"])[0]
+               for kind in get_args(ArgKind) if kind not in VALUE_KINDS}
+"""Argument kind → the pattern of its names, for the kinds `_Loader.value` reads as names."""
 
 
 def _is_int(value: Any) -> bool:
@@ -736,25 +830,19 @@ class _Loader:
         if not ops:
             self.fail(pos, f"the step has no operation; add one of {', '.join(OPS)}")
         op = ops[0]
-        op_pos: Where = partial(item.lc.key, op)
+        op_pos: Where = partial(item.lc.key, op)  # asked only for a message, as every position
         node = item[op]
         if node is None:
             node = CommentedMap()
         if not isinstance(node, _MAPS):
             self.fail(item.lc.value(op), f"the arguments of {op} must be a mapping; write e.g. "
                       f"'{op}: {{{self.example(op)}}}'")
-
-        def pos_of(name: str) -> Pos:
-            if name not in node:
-                return op_pos()
-            line, col = node.lc.value(name)
-            return line, col
-
         args = self.arguments(op, node, op_pos)
         line = pos[0] + 1
         problem = self.names.check(op, args, set(node))
         if problem is not None:
-            self.fail(pos_of(problem.arg), problem.message)
+            self.fail(node.lc.value(problem.arg) if problem.arg in node else op_pos(),
+                      problem.message)
         self.names.apply(op, args, line)
         expect = self.expect(item) if "expect" in item else None
         return Step(index=index, op=op, args=args, expect=expect, line=line)
@@ -763,24 +851,34 @@ class _Loader:
         return ", ".join(f"{a.name}: {_EXAMPLE[a.kind]}" for a in OPS[op] if a.required)
 
     def arguments(self, op: str, node: _Map, op_pos: Where) -> dict[str, Any]:
-        spec = {a.name: a for a in OPS[op]}
+        spec, defaults = _SPECS[op]
         for key in node:
             if key not in spec:
                 self.fail(node.lc.key(key), f"unknown argument {_shown(plain(key))} of {op}; "
                           + _suggest(key, spec))
-        args = {a.name: a.default for a in spec.values()}
-        for arg in spec.values():
-            if arg.name in node:
-                args[arg.name] = self.value(op, arg, node[arg.name],
-                                            partial(node.lc.value, arg.name))
+        args = dict(defaults)
+        for name, arg in spec.items():
+            if name in node:
+                value = node[name]
+                kind = arg.kind
+                if type(value) is str:  # a well-spelled name, the common case
+                    pattern = _NAME_KINDS.get(kind)
+                    if pattern is not None and pattern.fullmatch(value):
+                        args[name] = value
+                        continue
+                elif type(value) is int and kind == "int" and 0 <= value <= UNSIGNED_MAX:
+                    args[name] = value
+                    continue
+                args[name] = self.value(op, arg, value, partial(node.lc.value, name))
             elif arg.required:
-                self.fail(op_pos(), f"{op} is missing argument {arg.name!r}; "
-                          f"add '{arg.name}: {_EXAMPLE[arg.kind]}'")
+                self.fail(op_pos(), f"{op} is missing argument {name!r}; "
+                          f"add '{name}: {_EXAMPLE[arg.kind]}'")
         return args
 
     def value(self, op: str, arg: Arg, value: Any, where: Where) -> Any:
         """Check one argument's type, returning it as a plain Python value; ``where`` is asked
-        for the argument's position only when there is something to report."""
+        for the argument's position only when there is something to report.  (`arguments`
+        takes well-spelled names and counts without asking.)"""
         kind: ArgKind = arg.kind
         if kind == "int":
             if _is_int(value) and value >= 0:
