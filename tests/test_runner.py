@@ -226,3 +226,18 @@ def test_compare_reports_results_counters_and_presence() -> None:
 def test_compare_needs_traces_of_one_scenario() -> None:
     with pytest.raises(ValueError, match="different lengths"):
         compare(Trace("model", "6.18", "x"), run(load_text(SCENARIO), FakeBackend()))
+
+
+def test_the_stream_encodes_as_json_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream's encoder (json's C encoder, made once) writes what json.dumps writes; where
+    there is no C encoder, it is json.dumps."""
+    from json import encoder
+
+    from hugetlbsim import trace
+
+    values: list[Any] = [{"a": [1, None, True, False, "é\n\"", 2**64, -3]}, "x", 7, None, [],
+                         {"state": {"cgroups": {"root": {"usage": 0, "limit": None}}}}]
+    for value in values:
+        assert trace._dumps(value) == json.dumps(value)
+    monkeypatch.setattr(encoder, "c_make_encoder", None)
+    assert trace._json_encoder() is json.dumps

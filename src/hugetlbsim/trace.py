@@ -9,7 +9,7 @@ as 2^64 - n) and an unlimited limit as null, however it is written (``max`` or `
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
@@ -113,6 +113,26 @@ class Trace:
         return json.dumps(self.to_json())
 
 
+def _json_encoder() -> Callable[[Any], str]:
+    """`json.dumps` with its defaults, its C encoder made once (``json.dumps`` makes one per
+    call, which costs more than encoding a small part of a state); else `json.dumps`."""
+    from json import encoder
+
+    make = getattr(encoder, "c_make_encoder", None)
+    probe = {"a": [1, -2, None, True, 2.5, "\u00e9\n"], "b": {"c": 2**64}, "": {}}
+    try:
+        iterencode = make(None, json.JSONEncoder().default, encoder.encode_basestring_ascii,
+                          None, ": ", ", ", False, False, True) if make is not None else None
+        if iterencode is not None and "".join(iterencode(probe, 0)) == json.dumps(probe):
+            return lambda value: "".join(iterencode(value, 0))
+    except TypeError:  # another signature
+        pass
+    return json.dumps
+
+
+_dumps: Final = _json_encoder()
+
+
 class JsonStream:
     """Writes a JSON trace step by step: the same text as `Trace.dumps`, holding no step."""
 
@@ -131,7 +151,7 @@ class JsonStream:
     def step(self, trace: Trace, record: StepRecord) -> None:
         """Write one step (after the trace's header, at the first)."""
         self._head(trace)
-        self.out.write(json.dumps(record.to_json()))
+        self.out.write(_dumps(record.to_json()))
 
     def end(self, trace: Trace) -> None:
         """Close the steps list and the trace object."""
