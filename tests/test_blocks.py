@@ -84,3 +84,40 @@ def test_the_recount_catches_a_wrong_block(corrupt: Callable[[System, FolioBlock
     corrupt(system, block)
     with pytest.raises(AssertionError):
         system.check_invariants()
+
+
+def test_fallocate_and_punch_act_on_blocks_whole() -> None:
+    """fallocate of a fresh file: every page NEEDED, charged to the reservation counter and
+    kept by the page, an unreserved page each (none consumed); punch frees them all and
+    drops their indexes, so nothing is left reserved."""
+    system = System(pool_pages=PAGES)
+    system.apply("mount", {"name": "hp"})
+    system.apply("create", {"file": "hp/f"})
+    assert system.apply("fallocate", {"file": "hp/f", "offset": 0, "length": PAGES}) == "ok"
+    assert len(system.folios()) == 1 and len(system.blocks()) == 1
+    h = system.hstate
+    assert (h.free_huge_pages, h.resv_huge_pages) == (0, 0)
+    assert system.root.fault.usage == system.root.rsvd.usage == PAGES
+    system.check_invariants()
+    assert system.apply("punch", {"file": "hp/f", "offset": 0, "length": PAGES}) == "ok"
+    assert system.blocks() == [] and system.files["hp/f"].resv_map.regions() == []
+    assert (h.free_huge_pages, h.resv_huge_pages, system.root.rsvd.usage) == (PAGES, 0, 0)
+    system.check_invariants()
+
+
+def test_a_private_touch_is_one_anon_block_and_its_unmap_restores_nothing_twice() -> None:
+    """A private anon mapping reserves every page at mmap; a write touch consumes them all
+    (Rsvd back to 0) into one anon block; munmap frees every page and Rsvd stays 0."""
+    system = System(pool_pages=PAGES)
+    system.apply("mmap", {"proc": "init", "map": "m", "anon": True, "shared": False,
+                          "length": PAGES})
+    assert system.hstate.resv_huge_pages == PAGES
+    assert system.apply("touch", {"proc": "init", "map": "m", "page": 0, "count": PAGES}) == "ok"
+    [block] = system.blocks()
+    assert block.anon and (block.first, block.end) == (1, PAGES)
+    assert (system.hstate.free_huge_pages, system.hstate.resv_huge_pages) == (0, 0)
+    system.check_invariants()
+    assert system.apply("munmap", {"proc": "init", "map": "m"}) == "ok"
+    h = system.hstate
+    assert (system.blocks(), h.free_huge_pages, h.resv_huge_pages) == ([], PAGES, 0)
+    system.check_invariants()

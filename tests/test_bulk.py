@@ -76,7 +76,7 @@ def test_fuzz_scenarios_agree(chunk: int, monkeypatch: pytest.MonkeyPatch) -> No
 
 def _stride_scenario(rng: random.Random) -> str:
     """Shared and private mappings of one file (and private anon ones), touched in long ranges,
-    with every way a stride stops and every way its pages go."""
+    fallocate, with every way a stride stops and every way its pages go."""
     pool = rng.randint(0, 80)
     size = rng.randint(8, 60)
     v2 = rng.random() < 0.4
@@ -122,9 +122,13 @@ def _stride_scenario(rng: random.Random) -> str:
         elif how < 0.83:
             lines.append(f"  - madvise: {{proc: {proc}, map: {name}, page: {page}, "
                          f"count: {count}, advice: dontneed}}")
-        elif how < 0.88:
+        elif how < 0.85:
             lines.append(f"  - punch: {{file: hp/f, offset: {rng.randint(0, size - 1)}, "
-                         f"length: {rng.randint(1, 8)}}}")
+                         f"length: {rng.randint(1, 30)}}}")
+        elif how < 0.88:
+            keep = rng.choice(["true", "false"])
+            lines.append(f"  - fallocate: {{file: hp/f, offset: {rng.randint(0, size)}, "
+                         f"length: {rng.randint(1, 40)}, keep_size: {keep}}}")
         elif how < 0.92:
             lines.append(f"  - truncate: {{file: hp/f, size: {rng.randint(0, size)}}}")
         elif how < 0.94:

@@ -16,7 +16,7 @@ def _random_map(rng: random.Random, policy: str) -> ResvMap:
     for _ in range(rng.randint(0, 12)):
         f = rng.randint(0, 60)
         t = f + rng.randint(1, 8)
-        chg, needed = m.region_chg(f, t)
+        _, needed = m.region_chg(f, t)
         if rng.random() < 0.8:
             m.region_add(f, t, needed, rng.choice([None, "a", "b"]))
         else:
@@ -33,7 +33,7 @@ def _state(m: ResvMap) -> tuple[object, ...]:
 def _clone(m: ResvMap) -> ResvMap:
     c = ResvMap(m.policy)
     for r in m.regions():
-        chg, needed = c.region_chg(r.from_, r.to)
+        _, needed = c.region_chg(r.from_, r.to)
         c.region_add(r.from_, r.to, needed, r.info)
     c.region_cache_count, c.adds_in_progress = m.region_cache_count, m.adds_in_progress
     c.allocator.calls = m.allocator.calls
@@ -85,5 +85,36 @@ def test_deleting_pages_at_once_is_deleting_them_one_by_one(policy: str) -> None
             one.region_del(i, i + 1)
         m.region_del_pages(f, t)
         assert _state(m) == _state(one), (f, t, regions)
+        m.check()
+    assert tried > 500
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_deleting_each_page_at_once_is_deleting_them_one_by_one(policy: str) -> None:
+    rng = random.Random(policy + "each")
+    tried = 0
+    for _ in range(3000):
+        m = _random_map(rng, policy)
+        regions = m.regions()
+        if not regions:
+            continue
+        k = rng.randrange(len(regions))
+        f = rng.randint(regions[k].from_, regions[k].to - 1)
+        covered = regions[k].to
+        while k + 1 < len(regions) and regions[k + 1].from_ == covered:
+            k += 1
+            covered = regions[k].to
+        t = rng.randint(f + 1, covered)
+        tried += 1
+        one = _clone(m)
+        pages: dict[object, int] = {}
+        for i in range(f, t):
+            for info, n in one.region_del(i, i + 1).uncharges:
+                pages[info] = pages.get(info, 0) + n
+        deleted = m.region_del_each(f, t)
+        summed: dict[object, int] = {}
+        for info, n in deleted.uncharges:
+            summed[info] = summed.get(info, 0) + n
+        assert _state(m) == _state(one) and summed == pages and deleted.pages == t - f
         m.check()
     assert tried > 500

@@ -34,7 +34,8 @@ __all__ = ["cut", "explode", "explode_anon", "explode_vma", "free_block", "split
 def split_at(blocks: FolioBlocks, block: FolioBlock, at: int) -> FolioBlock:
     """Cut ``block`` at ``at`` (strictly inside it); return the upper part."""
     upper = FolioBlock(at, block.end, block.hstate, block.spool, block.cgroup, block.memcg,
-                       block.vma, block.writable, block.anon)
+                       block.vma, block.writable, block.anon, block.restore_reserve,
+                       block.cgroup_rsvd)
     blocks.pages -= block.end - at
     block.end = at
     blocks.add(upper)
@@ -59,7 +60,7 @@ def explode(inode: Inode, start: int, end: int) -> None:
     for block in cut(blocks, start, end):
         blocks.remove(block)
         vma = block.vma
-        args = (block.hstate, block.spool, block.cgroup, None)
+        args = (block.hstate, block.spool, block.cgroup, block.cgroup_rsvd)
         if vma is None:
             for index in range(block.first, block.end):
                 cache[index] = Folio(*args, memcg=block.memcg, in_page_cache=True)
@@ -77,7 +78,7 @@ def explode_anon(vma: VMA, start: int, end: int) -> None:
     blocks, ptes = vma.blocks, vma.ptes
     for block in cut(blocks, start, end) if blocks else []:
         blocks.remove(block)
-        args = (block.hstate, block.spool, block.cgroup, None)
+        args = (block.hstate, block.spool, block.cgroup, block.cgroup_rsvd)
         for page in range(block.first, block.end):
             ptes[page] = Pte(Folio(*args, memcg=block.memcg, anon=True, mapcount=1),
                              block.writable)
@@ -112,4 +113,4 @@ def take_block(inode: Inode, block: FolioBlock) -> None:
 def free_block(inode: Inode, block: FolioBlock) -> None:
     """`take_block`, then free its pages in turn."""
     take_block(inode, block)
-    free_huge_pages(block.hstate, block.spool, block.cgroup, block.memcg, block.pages)
+    free_huge_pages(block, block.pages)

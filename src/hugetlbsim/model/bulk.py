@@ -32,18 +32,26 @@ charges, consumption and free-list bound as above, and each page's commit marks 
 consumed, which `ResvMap.region_add_pages` does for the run at once (the same regions, cache
 and allocator calls).  The pages are one anon block of the VMA.
 
+fallocate (`fallocate_range`) allocates like a shared fault without a VMA, in strides too:
+reserved indexes as the shared stride does (the pages stay unmapped), and runs of unreserved
+ones, each page `MapChg.NEEDED`: one subpool page (none from a min_size reserve), a
+reservation charge kept by the page, an *unreserved* free page (no reservation consumed,
+``Free - Rsvd`` bounds the run), and its index added to the file's map
+(`ResvMap.region_add_pages`).
+
 A fork child's or a MAP_NORESERVE private mapping (no map of its own), and every other path,
 keep going page by page.
 """
 
 from __future__ import annotations
 
-from hugetlbsim.model.fault import hugetlb_fault
+from hugetlbsim.model.fault import alloc_hugetlb_folio, hugetlb_fault
 from hugetlbsim.model.folio import FolioBlock
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup, PageCounter
+from hugetlbsim.model.inode import hugetlb_add_to_page_cache
 from hugetlbsim.model.vma import VMA
 
-__all__ = ["BULK", "fault_range"]
+__all__ = ["BULK", "fallocate_range", "fault_range"]
 
 BULK = True
 """Take the uniform strides (False: every page through `hugetlb_fault`, for comparison)."""
@@ -68,6 +76,23 @@ def fault_range(vma: VMA, start: int, end: int, write: bool, cgroup: HugetlbCgro
                      else _private_stride(vma, page, end, write, cgroup))
 
 
+def fallocate_range(pseudo: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> None:
+    """Allocate every uncached index of ``[start, end)`` into the page cache, in order, as
+    `alloc_hugetlb_folio` on the file's pseudo-VMA would (its KernelError at the first that
+    fails, the pages before it kept)."""
+    inode = pseudo.inode
+    index = start
+    while index < end:
+        cached = inode.cached.run_end(index)
+        if cached > index:
+            index = cached
+            continue
+        hugetlb_add_to_page_cache(inode, index, alloc_hugetlb_folio(pseudo, index, False, cgroup))
+        index += 1
+        if BULK and end - index >= _MIN_STRIDE:
+            index += _fallocate_stride(pseudo, index, end, cgroup)
+
+
 def _room(counter: PageCounter | None) -> int | None:
     """Pages every level from ``counter`` up can still be charged (None: no bound)."""
     room: int | None = None
@@ -80,15 +105,19 @@ def _room(counter: PageCounter | None) -> int | None:
     return room
 
 
-def _bound(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup, n: int) -> int:
-    """How many of at most ``n`` pages from ``start`` are uncached, unmapped, below i_size,
-    and within the free list and every cgroup level's room.
+def _bound(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup, n: int,
+           sized: bool = True) -> int:
+    """How many of at most ``n`` pages from ``start`` are uncached, unmapped, below i_size
+    (if ``sized``: faults are, fallocate is not), and within the free list and every cgroup
+    level's room.
 
     Each bound costs O(log n) and the search for a present page O(min(pages, PTEs)).
     """
     inode = vma.inode
     first = vma.file_index(start)
-    n = min(n, end - start, inode.i_size - first, inode.hstate.free_huge_pages)
+    n = min(n, end - start, inode.hstate.free_huge_pages)
+    if sized:
+        n = min(n, inode.i_size - first)
     cached = inode.cached.next_cached(first)
     if cached is not None:
         n = min(n, cached - first)
@@ -111,9 +140,10 @@ def _bound(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup, n: int) -> int
     return n if n >= _MIN_STRIDE else 0
 
 
-def _charge(vma: VMA, n: int, cgroup: HugetlbCgroup) -> HugetlbCgroup | None:
-    """``n`` REUSE allocations (fault.py: alloc_hugetlb_folio): charge, consume, dequeue;
-    the memory cgroup charged, if any."""
+def _charge(vma: VMA, n: int, cgroup: HugetlbCgroup,
+            consume: bool = True) -> HugetlbCgroup | None:
+    """``n`` allocations (fault.py: alloc_hugetlb_folio): fault (and memory) charge, dequeue,
+    consuming a reservation each (REUSE) or not; the memory cgroup charged, if any."""
     if cgroup.fault.try_charge(n) is not None:  # cannot refuse: n fits every level
         raise AssertionError("a fault charge within the room was refused")
     memcg = None
@@ -122,7 +152,8 @@ def _charge(vma: VMA, n: int, cgroup: HugetlbCgroup) -> HugetlbCgroup | None:
         memcg = cgroup
     h = vma.inode.hstate
     h.free_huge_pages -= n
-    h.resv_huge_pages -= n
+    if consume:
+        h.resv_huge_pages -= n
     return memcg
 
 
@@ -169,3 +200,51 @@ def _private_stride(vma: VMA, start: int, end: int, write: bool,
     vma.blocks.add(FolioBlock(start, start + n, vma.inode.hstate, vma.inode.spool, cgroup,
                               memcg, vma, vma.writable and write, anon=True))
     return n
+
+
+def _fallocate_stride(pseudo: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> int:
+    """Allocate the longest uniform run of fallocate's indexes from ``start``; pages done."""
+    inode = pseudo.inode
+    h, resv, spool = inode.hstate, inode.resv_map, inode.spool
+    if not resv.allocator.never_fails:
+        return 0
+    reserved = resv.region_end(start)
+    if reserved > start:
+        if resv.region_cache_count < resv.adds_in_progress + 1:
+            return 0
+        n = _bound(pseudo, start, end, cgroup, reserved - start, sized=False)
+        if n:
+            _add_block(pseudo, start, n, cgroup, _charge(pseudo, n, cgroup))
+        return n
+    if spool is not None and spool.min_hpages != -1 and spool.rsv_hpages:
+        return 0  # pages from the min_size reserve: gbl_chg 0, then 1
+    nxt = resv.region_next(start)
+    n = end - start if nxt is None else nxt - start
+    if spool is not None and spool.max_hpages != -1:
+        n = min(n, spool.max_hpages - spool.used_hpages)
+    # dequeue_huge_page(1) needs an unreserved page: Free - Rsvd, unsigned, must not reach 0.
+    if h.free_huge_pages - h.resv_huge_pages >= 0:
+        n = min(n, h.free_huge_pages - h.resv_huge_pages)
+    room = _room(cgroup.rsvd)
+    n = _bound(pseudo, start, end, cgroup, n if room is None else min(n, room), sized=False)
+    if not n:
+        return 0
+    if spool is not None:
+        spool.get_pages(n)
+    if cgroup.rsvd.try_charge(n) is not None:  # cannot refuse: n fits every level
+        raise AssertionError("a reservation charge within the room was refused")
+    memcg = _charge(pseudo, n, cgroup, consume=False)
+    resv.region_add_pages(start, start + n)
+    _add_block(pseudo, start, n, cgroup, memcg, cgroup_rsvd=cgroup)
+    return n
+
+
+def _add_block(pseudo: VMA, first: int, n: int, cgroup: HugetlbCgroup,
+               memcg: HugetlbCgroup | None, cgroup_rsvd: HugetlbCgroup | None = None) -> None:
+    """``n`` new unmapped page-cache pages from ``first`` (hugetlb_add_to_page_cache)."""
+    inode = pseudo.inode
+    inode.blocks.add(FolioBlock(first, first + n, inode.hstate, inode.spool, cgroup, memcg,
+                                None, False, cgroup_rsvd=cgroup_rsvd))
+    inode.cached.add_range(first, first + n)
+    inode.i_blocks += n
+    inode.cache_version += n

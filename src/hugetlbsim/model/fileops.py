@@ -9,10 +9,10 @@ out with ENOSPC.
 
 from __future__ import annotations
 
+from hugetlbsim.model.bulk import fallocate_range
 from hugetlbsim.model.errors import KernelError
-from hugetlbsim.model.fault import alloc_hugetlb_folio
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup
-from hugetlbsim.model.inode import Inode, hugetlb_add_to_page_cache, remove_inode_hugepages
+from hugetlbsim.model.inode import Inode, remove_inode_hugepages
 from hugetlbsim.model.limits import check_fallocate_range, check_truncate_size, page_bytes
 from hugetlbsim.model.resv_map import LONG_MAX
 from hugetlbsim.model.unmap import zap_file_range
@@ -47,11 +47,7 @@ def hugetlbfs_fallocate(inode: Inode, offset: int, length: int, keep_size: bool,
     """
     check_fallocate_range(offset, length, page_bytes(inode.hstate.gigantic))
     pseudo = VMA(task, inode, 0, LONG_MAX, 0, shared=True, noreserve=False, writable=True)
-    for index in range(offset, offset + length):
-        if index in inode.cached:
-            continue
-        folio = alloc_hugetlb_folio(pseudo, index, False, cgroup)
-        hugetlb_add_to_page_cache(inode, index, folio)
+    fallocate_range(pseudo, offset, offset + length, cgroup)
     if not keep_size and offset + length > inode.i_size:
         inode.i_size = offset + length
 

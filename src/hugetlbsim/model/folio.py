@@ -54,8 +54,8 @@ class FolioBlock:
     for ``Folio(hstate, spool, cgroup, None, memcg=memcg, in_page_cache=True, mapcount=1 if vma
     else 0)`` and, when ``vma`` maps them, for its ``Pte(folio, writable)``.  An ``anon`` block
     (in its VMA's `blocks`): virtual pages ``[first, end)`` of ``vma``, each standing for
-    ``Folio(..., anon=True, mapcount=1)`` and its PTE.  No page has a reservation charge;
-    ``restore_reserve`` is set on a whole block by the zap that frees it.
+    ``Folio(..., anon=True, mapcount=1)`` and its PTE.  ``restore_reserve`` is set on a whole
+    block by the zap that frees it.
     """
 
     first: int
@@ -68,6 +68,8 @@ class FolioBlock:
     writable: bool
     anon: bool = False
     restore_reserve: bool = False
+    cgroup_rsvd: HugetlbCgroup | None = None
+    """Each page's reservation charge (fallocate's pages on unreserved indexes), else None."""
 
     @property
     def pages(self) -> int:
@@ -128,15 +130,18 @@ def free_huge_folio(folio: Folio) -> None:
     _free_page(folio.hstate, folio.spool, folio.cgroup, folio.cgroup_rsvd, folio.memcg, restore)
 
 
-def free_huge_pages(h: HState, spool: HugepageSubpool | None, cgroup: HugetlbCgroup,
-                    memcg: HugetlbCgroup | None, pages: int, restore: bool = False) -> None:
-    """`free_huge_folio` on ``pages`` alike folios in turn (no reservation charge): when
-    each restores its reservation or there is no subpool to credit, every step is a sum."""
+def free_huge_pages(block: FolioBlock, pages: int) -> None:
+    """`free_huge_folio` on ``pages`` of ``block``'s alike folios in turn: when each restores
+    its reservation or there is no subpool to credit, every step is a sum."""
+    h, spool, cgroup, memcg = block.hstate, block.spool, block.cgroup, block.memcg
+    restore, cgroup_rsvd = block.restore_reserve, block.cgroup_rsvd
     if spool is not None and not restore:
         for _ in range(pages):
-            _free_page(h, spool, cgroup, None, memcg, False)
+            _free_page(h, spool, cgroup, cgroup_rsvd, memcg, False)
         return
     cgroup.fault.uncharge(pages)
+    if cgroup_rsvd is not None:
+        cgroup_rsvd.rsvd.uncharge(pages)
     if memcg is not None and memcg.memory is not None:
         memcg.memory.uncharge(pages)
     if restore:

@@ -78,6 +78,11 @@ class CacheRuns:
             starts.insert(k + 1, start)
             ends.insert(k + 1, end)
 
+    def run_end(self, index: int) -> int:
+        """The end of the run holding ``index`` (``index`` itself when it is not cached)."""
+        k = bisect_right(self.starts, index) - 1
+        return self.ends[k] if k >= 0 and self.ends[k] > index else index
+
     def next_cached(self, index: int) -> int | None:
         """The first cached index at or after ``index``, if any."""
         starts, ends = self.starts, self.ends
@@ -339,8 +344,17 @@ def remove_inode_hugepages(inode: Inode, start: int, end: int = LONG_MAX) -> Non
                     freed += block.pages
                     continue
                 take_block(inode, block)
+                if block.spool is None and inode.resv_map.allocator.never_fails:
+                    # Each page: free it, then drop its index (put nothing back: it is in the
+                    # map); without a subpool the two kinds of steps commute.
+                    free_huge_pages(block, block.pages)
+                    freed += block.pages
+                    deleted = inode.resv_map.region_del_each(block.first, block.end)
+                    uncharge_file_regions(deleted.uncharges)
+                    inode.i_blocks -= block.pages
+                    continue
                 for page in range(block.first, block.end):
-                    free_huge_pages(block.hstate, block.spool, block.cgroup, block.memcg, 1)
+                    free_huge_pages(block, 1)
                     freed += 1
                     hugetlb_unreserve_pages(inode, page, page + 1, 1)
                 continue

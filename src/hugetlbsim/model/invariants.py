@@ -189,6 +189,7 @@ def _check_charges(system: System, folios: list[Folio], blocks: list[FolioBlock]
         charge(memory, folio.memcg, 1)
     for block in blocks:
         charge(fault, block.cgroup, block.pages)
+        charge(rsvd, block.cgroup_rsvd, block.pages)
         charge(memory, block.memcg, block.pages)
     for inode in system.inodes:
         for r in inode.resv_map.regions():

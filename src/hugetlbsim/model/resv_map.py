@@ -236,6 +236,24 @@ class ResvMap:
         self.region_del(f, t)
         self.region_cache_count = max(c, a + 1) - split if n == 1 else max(c - split, a + 1)
 
+    def region_del_each(self, f: int, t: int) -> RegionDel:
+        """`region_del` of each page of ``[f, t)`` in turn, all of them in the map (a hole
+        punch through cached pages), in O(log n): only the first page can split a region."""
+        _check_range(f, t)
+        n, c, a = t - f, self.region_cache_count, self.adds_in_progress
+        assert n > 0 and self.region_count(f, t) == n, "region_del_each outside the map"
+        assert self.allocator.never_fails, "a failing allocator needs the page-by-page path"
+        _, _, first = self._store.window(f, f + 1, touching=False)
+        if first[0][0] < f and f + 1 < first[0][1]:
+            if c > a:
+                c -= 1
+            else:
+                self.allocator.allocate(1)
+        self.region_cache_count = max(c, a) + 1  # region_del's own split takes none
+        deleted = self.region_del(f, t)
+        self.region_cache_count = c
+        return deleted
+
     def region_next(self, f: int) -> int | None:
         """The first index at or after ``f`` that a region covers, if any."""
         return self._store.next_covered(f)

@@ -100,8 +100,7 @@ def free_batch(freed: Iterable[Folio | FolioBlock]) -> None:
         if isinstance(item, Folio):
             free_huge_folio(item)
         else:
-            free_huge_pages(item.hstate, item.spool, item.cgroup, item.memcg, item.pages,
-                            item.restore_reserve)
+            free_huge_pages(item, item.pages)
 
 
 def unmap_vmas(pieces: Iterable[tuple[VMA, int, int]]) -> None:
