@@ -31,7 +31,7 @@ def test_a_long_touch_is_one_folio_and_one_block() -> None:
     system = _touched()
     assert len(system.folios()) == 1  # the first page goes through hugetlb_fault
     [block] = system.blocks()
-    assert (block.first, block.end, block.vma is not None) == (1, PAGES, True)
+    assert (block.first, block.end, len(block.vmas)) == (1, PAGES, 1)
     # Free = pool - touched, reservations all consumed, each page charged once.
     assert (system.hstate.free_huge_pages, system.hstate.resv_huge_pages) == (0, 0)
     assert system.root.fault.usage == PAGES
@@ -42,7 +42,7 @@ def test_unmap_and_truncate_act_on_the_block_whole() -> None:
     system = _touched()
     assert system.apply("munmap", {"proc": "init", "map": "m"}) == "ok"
     [block] = system.blocks()
-    assert block.vma is None  # still cached, no longer mapped: nothing freed
+    assert block.vmas == []  # still cached, no longer mapped: nothing freed
     assert system.hstate.free_huge_pages == 0
     assert system.apply("truncate", {"file": "hp/f", "size": 0}) == "ok"
     assert system.blocks() == [] and system.folios() == []
@@ -72,7 +72,7 @@ def _corrupt_end(system: System, block: FolioBlock) -> None:
 
 
 def _corrupt_vma(system: System, block: FolioBlock) -> None:
-    block.vma = None  # the VMA still maps nothing there: its pages look unmapped
+    block.vmas.clear()  # the VMA still maps nothing there: its pages look unmapped
     system.files["hp/f"].page_cache[block.first] = system.folios()[0]
 
 
@@ -120,4 +120,35 @@ def test_a_private_touch_is_one_anon_block_and_its_unmap_restores_nothing_twice(
     assert system.apply("munmap", {"proc": "init", "map": "m"}) == "ok"
     h = system.hstate
     assert (system.blocks(), h.free_huge_pages, h.resv_huge_pages) == ([], PAGES, 0)
+    system.check_invariants()
+
+
+def test_fork_shares_an_anon_block_and_a_cow_takes_one_page_out() -> None:
+    """A private owner's 64 touched pages, forked: one block mapped by both (mapcount 2,
+    write-protected).  The child's write copies one page: it has no reservation (a child's
+    private mapping never does), so it takes the one unreserved free page (Free 1 -> 0) and
+    charges it; the block loses that page only."""
+    system = System(pool_pages=65)
+    system.apply("mmap", {"proc": "init", "map": "m", "anon": True, "shared": False,
+                          "length": 64})
+    system.apply("touch", {"proc": "init", "map": "m", "page": 0, "count": 64})
+    assert system.apply("fork", {"proc": "init", "child": "c"}) == "ok"
+    [block] = system.blocks()
+    assert len(block.vmas) == 2 and not block.writable
+    system.check_invariants()
+    assert system.apply("touch", {"proc": "c", "map": "m", "page": 5}) == "ok"
+    assert [(b.first, b.end) for b in system.blocks()] == [(1, 5), (6, 64)]
+    assert (system.hstate.free_huge_pages, system.root.fault.usage) == (0, 65)
+    system.check_invariants()
+    assert system.apply("exit", {"proc": "c"}) == "ok"
+    assert system.hstate.free_huge_pages == 1  # the child's copy goes; the shared pages stay
+    system.check_invariants()
+
+
+def test_a_forked_shared_mapping_keeps_its_block() -> None:
+    system = _touched()
+    assert system.apply("fork", {"proc": "init", "child": "c"}) == "ok"
+    assert system.apply("exit", {"proc": "c"}) == "ok"
+    [block] = system.blocks()
+    assert len(block.vmas) == 1 and len(system.folios()) == 1
     system.check_invariants()

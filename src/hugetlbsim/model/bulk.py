@@ -172,7 +172,7 @@ def _shared_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> int
     # hugetlb_no_page's page-cache branch, n times over.
     memcg = _charge(vma, n, cgroup)
     inode.blocks.add(FolioBlock(first, first + n, inode.hstate, inode.spool, cgroup, memcg,
-                                vma, vma.writable))
+                                [vma], vma.writable))
     inode.cached.add_range(first, first + n)
     inode.i_blocks += n
     inode.cache_version += n
@@ -198,7 +198,7 @@ def _private_stride(vma: VMA, start: int, end: int, write: bool,
     memcg = _charge(vma, n, cgroup)
     resv.region_add_pages(first, first + n)
     vma.blocks.add(FolioBlock(start, start + n, vma.inode.hstate, vma.inode.spool, cgroup,
-                              memcg, vma, vma.writable and write, anon=True))
+                              memcg, [vma], vma.writable and write, anon=True))
     return n
 
 
@@ -244,7 +244,7 @@ def _add_block(pseudo: VMA, first: int, n: int, cgroup: HugetlbCgroup,
     """``n`` new unmapped page-cache pages from ``first`` (hugetlb_add_to_page_cache)."""
     inode = pseudo.inode
     inode.blocks.add(FolioBlock(first, first + n, inode.hstate, inode.spool, cgroup, memcg,
-                                None, False, cgroup_rsvd=cgroup_rsvd))
+                                [], False, cgroup_rsvd=cgroup_rsvd))
     inode.cached.add_range(first, first + n)
     inode.i_blocks += n
     inode.cache_version += n

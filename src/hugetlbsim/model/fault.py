@@ -187,7 +187,7 @@ def hugetlb_fault(vma: VMA, page: int, write: bool, cgroup: HugetlbCgroup) -> No
         inode = vma.inode
         index = vma.file_index(page)
         block = inode.blocks.at(index) if inode.blocks else None
-        if block is None or block.vma is not vma:
+        if block is None or vma not in block.vmas:
             block = vma.blocks.at(page) if vma.blocks else None
         if block is None:
             hugetlb_no_page(vma, page, write, cgroup)

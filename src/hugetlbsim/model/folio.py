@@ -51,11 +51,12 @@ class FolioBlock:
     """Pages alike in everything a folio records, made by one stride of faults.
 
     A page-cache block (in its inode's `blocks`): file indexes ``[first, end)``, each standing
-    for ``Folio(hstate, spool, cgroup, None, memcg=memcg, in_page_cache=True, mapcount=1 if vma
-    else 0)`` and, when ``vma`` maps them, for its ``Pte(folio, writable)``.  An ``anon`` block
-    (in its VMA's `blocks`): virtual pages ``[first, end)`` of ``vma``, each standing for
-    ``Folio(..., anon=True, mapcount=1)`` and its PTE.  ``restore_reserve`` is set on a whole
-    block by the zap that frees it.
+    for ``Folio(hstate, spool, cgroup, cgroup_rsvd, memcg=memcg, in_page_cache=True,
+    mapcount=len(vmas))`` and its ``Pte(folio, writable)`` in each of ``vmas``.  An ``anon``
+    block (in each of its VMAs' `blocks`): virtual pages ``[first, end)`` of every VMA in
+    ``vmas`` (a VMA and its fork copies), each standing for ``Folio(..., anon=True,
+    mapcount=len(vmas))`` and its PTEs.  ``restore_reserve`` is set on a whole block by an
+    owner's zap.
     """
 
     first: int
@@ -64,7 +65,8 @@ class FolioBlock:
     spool: HugepageSubpool | None
     cgroup: HugetlbCgroup
     memcg: HugetlbCgroup | None
-    vma: VMA | None
+    vmas: list[VMA]
+    """The VMAs mapping every page (a page-cache block's may be none)."""
     writable: bool
     anon: bool = False
     restore_reserve: bool = False

@@ -83,11 +83,12 @@ def check_invariants(system: System) -> None:
             assert pte.folio.mapcount > 0
             if own:
                 block = own.at(vma.file_index(page))
-                assert block is None or block.vma is not vma, "a PTE over its VMA's block"
+                assert block is None or vma not in block.vmas, "a PTE over its VMA's block"
             assert not anon or anon.at(page) is None, "a PTE over its VMA's anon block"
         if anon:
             _check_anon_blocks(vma)
-    pending = sum(1 for f in folios if f.restore_reserve)
+    pending = (sum(1 for f in folios if f.restore_reserve)
+               + sum(b.pages for b in blocks if b.restore_reserve))
     min_rsv = sum(sp.rsv_hpages for sp in system.subpools if sp.min_hpages != -1)
     short = sum(sp.released_short for sp in system.subpools)
     assert h.resv_huge_pages == outstanding + min_rsv - pending - short + h.resv_drift, (
@@ -112,8 +113,8 @@ def _check_blocks(inode: Inode, live: set[VMA]) -> None:
         end = b.end
         assert not b.anon and b.hstate is inode.hstate and b.spool is inode.spool, (
             f"{inode.name}: block")
-        vma = b.vma
-        if vma is not None:
+        assert len(set(b.vmas)) == len(b.vmas), f"{inode.name}: a block mapped twice by a VMA"
+        for vma in b.vmas:
             assert vma in live and vma.shared and vma.inode is inode, (
                 f"{inode.name}: a block mapped by a VMA that cannot map it")
             assert vma.file_index(vma.start) <= b.first and b.end <= vma.file_index(vma.end), (
@@ -121,14 +122,16 @@ def _check_blocks(inode: Inode, live: set[VMA]) -> None:
 
 
 def _check_anon_blocks(vma: VMA) -> None:
-    """Sorted, disjoint anon blocks of a private VMA, inside it."""
+    """Sorted, disjoint anon blocks of a private VMA, inside it, each held by the index of
+    every VMA mapping it."""
     blocks = vma.blocks
     assert not vma.shared, "an anon block in a shared VMA"
     assert blocks.firsts == [b.first for b in blocks], "anon block index off"
     assert blocks.pages == sum(b.pages for b in blocks), "anon block pages off"
     end = vma.start
     for b in blocks:
-        assert b.anon and b.vma is vma and end <= b.first < b.end, "anon blocks overlap"
+        assert b.anon and vma in b.vmas and end <= b.first < b.end, "anon blocks overlap"
+        assert all(v.blocks.at(b.first) is b for v in b.vmas), "an anon block missing a mapper"
         assert b.hstate is vma.inode.hstate and b.spool is vma.inode.spool, "anon block"
         end = b.end
     assert end <= vma.end, "an anon block beyond its VMA"

@@ -38,10 +38,10 @@ def split_vma(vma: VMA, at: int) -> VMA:
     upper = VMA(vma.mm, vma.inode, at, vma.end, vma.file_index(at), vma.shared, vma.noreserve,
                 vma.writable, vma.maywrite, vma.resv, vma.owner, vma.unmapped)
     for block in vma_blocks(vma, at, vma.end, split=True):
-        block.vma = upper
+        block.vmas[block.vmas.index(vma)] = upper
     for block in cut(vma.blocks, at, vma.end) if vma.blocks else []:
         vma.blocks.remove(block)
-        block.vma = upper
+        block.vmas[block.vmas.index(vma)] = upper
         upper.blocks.add(block)
     upper.ptes = {p: pte for p, pte in vma.ptes.items() if p >= at}
     vma.ptes = {p: pte for p, pte in vma.ptes.items() if p < at}

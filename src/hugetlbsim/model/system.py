@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
-from hugetlbsim.model.blocks import explode_vma, vma_blocks
+from hugetlbsim.model.blocks import vma_blocks, write_protect
 from hugetlbsim.model.bulk import fault_range
 from hugetlbsim.model.errors import KernelError, KernelLacks, ScenarioMisuse
 from hugetlbsim.model.fileops import (
@@ -291,7 +291,12 @@ class System:
             for vma in pieces:
                 copy = VMA(kid, vma.inode, vma.start, vma.end, vma.pgoff, vma.shared,
                            vma.noreserve, vma.writable, maywrite=vma.maywrite)
-                explode_vma(vma)  # each page gains a second mapping
+                for block in vma_blocks(vma, vma.start, vma.end):
+                    block.vmas.append(copy)  # shared: PTEs copied as they are
+                for block in vma.blocks:
+                    block.writable = False  # private: write-protected in both
+                    block.vmas.append(copy)
+                    copy.blocks.add(block)
                 for page, pte in vma.ptes.items():
                     if not vma.shared:
                         pte.writable = False
@@ -510,8 +515,7 @@ class System:
             if not writable:
                 for pte in part.ptes.values():
                     pte.writable = False
-                for block in [*vma_blocks(part, part.start, part.end), *part.blocks]:
-                    block.writable = False
+                write_protect(part)
         if covered < end:
             raise KernelError("ENOMEM", f"page {covered} of {map} is not mapped")
 
@@ -645,9 +649,9 @@ class System:
     def blocks(self) -> list[FolioBlock]:
         """Every block of alike pages (`hugetlbsim.model.blocks`): the rest of the pages in
         use."""
-        anon = [block for task in self.procs.values() for pieces in task.maps.values()
-                for vma in pieces for block in vma.blocks]
-        return [block for inode in self.inodes for block in inode.blocks] + anon
+        anon = {id(block): block for task in self.procs.values()
+                for pieces in task.maps.values() for vma in pieces for block in vma.blocks}
+        return [block for inode in self.inodes for block in inode.blocks] + list(anon.values())
 
     def folios(self) -> list[Folio]:
         """Every page in use held as a single folio (the hstate's active list, blocks

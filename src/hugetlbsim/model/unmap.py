@@ -35,10 +35,10 @@ def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio | FolioBlock]) -
     # a page another process still maps (a fork child) is left alone.
     last_only = h.kernel.has(UNMAP_RESTORE_ONLY_IF_UNMAPPED)
     for block in vma_blocks(vma, start, end, split=True):
-        block.vma = None  # a shared VMA's cached pages: mapcount 1 -> 0, none freed
-    # An anon block restores every page's reservation or none (each is anon with mapcount 1).
-    restore = restores and not h.surplus_huge_pages and vma.private_owner
-    anon = _anon_blocks(vma, start, end, restore)
+        block.vmas.remove(vma)  # cached pages: one mapping fewer, none freed
+    # An anon block restores every page's reservation or none (all anon, one mapcount).
+    owner = restores and not h.surplus_huge_pages and vma.private_owner
+    anon = _anon_blocks(vma, start, end, owner, last_only)
     ptes = vma.ptes
     # The mapped pages in [start, end), in order: from the range when it is the smaller.
     pages = ([p for p in range(start, end) if p in ptes] if end - start < len(ptes)
@@ -46,7 +46,7 @@ def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio | FolioBlock]) -
     k = 0
     for page in pages:
         while k < len(anon) and anon[k].first < page:
-            _zap_anon_block(vma, anon[k], restore, freed)
+            _zap_anon_block(vma, anon[k], owner, last_only, freed)
             k += 1
         folio = ptes.pop(page).folio
         if restores and not h.surplus_huge_pages and vma.private_owner and folio.anon and (
@@ -61,37 +61,47 @@ def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio | FolioBlock]) -
         if folio.unused:
             freed.append(folio)
     for block in anon[k:]:
-        _zap_anon_block(vma, block, restore, freed)
+        _zap_anon_block(vma, block, owner, last_only, freed)
 
 
-def _anon_blocks(vma: VMA, start: int, end: int, restore: bool) -> list[FolioBlock]:
-    """The anon blocks in ``[start, end)``, split at its edges; with ``restore``, those whose
+def _restores(block: FolioBlock, owner: bool, last_only: bool) -> bool:
+    """Whether an owner's zap gives back the reservations of the block's pages."""
+    return owner and (not last_only or len(block.vmas) == 1)
+
+
+def _anon_blocks(vma: VMA, start: int, end: int, owner: bool,
+                 last_only: bool) -> list[FolioBlock]:
+    """The anon blocks in ``[start, end)``, split at its edges; those that restore but whose
     indexes are not all marked consumed are exploded first (each page then answers alone)."""
     if not vma.blocks:
         return []
     blocks = cut(vma.blocks, start, end)
-    if restore:
+    if owner:
         assert vma.resv is not None
         resv = vma.resv.map
-        for block in blocks:
-            f, t = vma.file_index(block.first), vma.file_index(block.end)
-            if resv.region_count(f, t) != t - f or not resv.allocator.never_fails:
-                explode_anon(vma, block.first, block.end)
-        blocks = cut(vma.blocks, start, end)
+        stale = [b for b in blocks if _restores(b, owner, last_only) and (
+            resv.region_count(vma.file_index(b.first), vma.file_index(b.end)) != b.pages
+            or not resv.allocator.never_fails)]
+        for block in stale:
+            explode_anon(vma, block.first, block.end)
+        if stale:
+            blocks = cut(vma.blocks, start, end)
     return blocks
 
 
-def _zap_anon_block(vma: VMA, block: FolioBlock, restore: bool,
+def _zap_anon_block(vma: VMA, block: FolioBlock, owner: bool, last_only: bool,
                     freed: list[Folio | FolioBlock]) -> None:
     """Each page as the page loop would: restore its reservation (drop its consumed
-    marker), mapcount 1 -> 0, freed."""
+    marker), one mapping fewer, freed with the last."""
+    restore = _restores(block, owner, last_only)
     vma.blocks.remove(block)
-    block.vma = None
+    block.vmas.remove(vma)
     if restore:
         assert vma.resv is not None
         block.restore_reserve = True
         vma.resv.map.region_del_pages(vma.file_index(block.first), vma.file_index(block.end))
-    freed.append(block)
+    if not block.vmas:
+        freed.append(block)
 
 
 def free_batch(freed: Iterable[Folio | FolioBlock]) -> None:
