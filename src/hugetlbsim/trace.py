@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import is_not
 from typing import Any, Final, TextIO
 
 from hugetlbsim.format.scenario import CGROUP_V2_KEYS, POOL_KEYS, SECTION_KEYS, UNSIGNED_MAX
@@ -133,12 +135,42 @@ def _json_encoder() -> Callable[[Any], str]:
 _dumps: Final = _json_encoder()
 
 
+_HOLES: Final = {key: f"\0{key}" for key in STATE_SECTIONS.values()}
+"""A state section's stand-in while the rest of a step is encoded (a NUL cannot come from a
+name, and the stand-in's text must occur once in the step's text)."""
+_HOLE_MEMBERS: Final = 8
+"""Members a section needs to be written on its own (a smaller one costs less to encode with
+the step than to compare)."""
+
+
+class _Written:
+    """A state section as the stream last wrote it: the section, its members' names and
+    values (held, so their ids stay theirs), each member's text and the section's."""
+
+    __slots__ = ("names", "section", "text", "texts", "values")
+
+    def __init__(self, section: dict[str, Any], names: list[str], values: list[Any],
+                 texts: list[str]) -> None:
+        self.section = section
+        self.names = names
+        self.values = values
+        self.texts = texts
+        self.text = "{" + ", ".join(texts) + "}"
+
+
 class JsonStream:
-    """Writes a JSON trace step by step: the same text as `Trace.dumps`, holding no step."""
+    """Writes a JSON trace step by step: the same text as `Trace.dumps`, holding no step.
+
+    A state section (cgroups, mounts, files) that is the very object written the step before
+    is written with that step's text, and so is each member of a changed section that is the
+    very object it was: a model snapshot keeps what did not change (`model.snapshot`), so an
+    unchanged cgroup or file costs a join, not an encoding.
+    """
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.started = False
+        self._written: dict[str, _Written] = {}
 
     def _head(self, trace: Trace) -> None:
         if not self.started:
@@ -151,7 +183,43 @@ class JsonStream:
     def step(self, trace: Trace, record: StepRecord) -> None:
         """Write one step (after the trace's header, at the first)."""
         self._head(trace)
-        self.out.write(_dumps(record.to_json()))
+        step = record.to_json()
+        state = record.state
+        holes = [key for key in _HOLES if len(value := state.get(key, ())) >= _HOLE_MEMBERS
+                 and type(value) is dict]
+        if not holes:
+            self.out.write(_dumps(step))
+            return
+        step["state"] = {key: _HOLES[key] if key in holes else value
+                         for key, value in state.items()}
+        text = _dumps(step)
+        for key in holes:
+            hole = _dumps(_HOLES[key])
+            if text.count(hole) != 1:
+                self.out.write(_dumps(record.to_json()))
+                return
+            text = text.replace(hole, self._section(key, state[key]))
+        self.out.write(text)
+
+    def _section(self, key: str, section: dict[str, Any]) -> str:
+        """The text of a state section, from the last step's text of what did not change."""
+        last = self._written.get(key)
+        if last is not None and last.section is section:
+            return last.text
+        names = list(section)
+        values = list(section.values())
+        if last is not None and last.names == names:
+            texts = last.texts.copy()
+            for i in compress(range(len(values)), map(is_not, values, last.values)):
+                texts[i] = f"{_dumps(names[i])}: {_dumps(values[i])}"
+        else:
+            before = {} if last is None else {
+                (id(value), name): text
+                for name, value, text in zip(last.names, last.values, last.texts, strict=True)}
+            texts = [before.get((id(value), name)) or f"{_dumps(name)}: {_dumps(value)}"
+                     for name, value in zip(names, values, strict=True)]
+        written = self._written[key] = _Written(section, names, values, texts)
+        return written.text
 
     def end(self, trace: Trace) -> None:
         """Close the steps list and the trace object."""
