@@ -9,7 +9,9 @@ path leaves them, and the stride's pages are one `FolioBlock` standing for the f
 it would have made (`hugetlbsim.model.blocks`); `BULK = False` turns the stride off (the
 differential tests compare both).
 
-The one stride taken: a shared mapping's fault on indexes that are all reserved in the file's
+Three strides are taken.
+
+**Shared, reserved.**  A shared mapping's fault on indexes that are all reserved in the file's
 map, none cached, none mapped, all below i_size.  Each such page is `hugetlb_no_page`'s new
 page-cache page with `MapChg.REUSE`:
 
@@ -25,22 +27,22 @@ page-cache page with `MapChg.REUSE`:
 * the fault charge (and the memory charge with memory accounting) succeeds while every level
   of the hierarchy has room: the stride stops where the first level would refuse.
 
-The other stride: a private owner's fault (read or write) on indexes none of which its map
-marks consumed, none cached, none mapped, all below i_size.  Each page is `hugetlb_no_page`'s
-new anon page with `MapChg.REUSE` (an index absent from a private map is reserved): the same
-charges, consumption and free-list bound as above, and each page's commit marks its index
-consumed, which `ResvMap.region_add_pages` does for the run at once (the same regions, cache
-and allocator calls).  The pages are one anon block of the VMA.
+**Shared, unreserved** (MAP_NORESERVE, punched holes): each page `MapChg.NEEDED`: one
+subpool page (none from a min_size reserve, so ``gbl_chg == 1``), a reservation charge kept
+by the page, no reservation consumed (``gbl_chg == 1``; before v6.14 `_vma_has_reserves` with
+``chg == 1`` is false for a shared VMA), so an *unreserved* free page (``Free - Rsvd`` bounds
+the run), and its index added to the file's map (`ResvMap.region_add_pages`: the same
+regions, cache and allocator calls as each page's chg and add).
 
-fallocate (`fallocate_range`) allocates like a shared fault without a VMA, in strides too:
-reserved indexes as the shared stride does (the pages stay unmapped), and runs of unreserved
-ones, each page `MapChg.NEEDED`: one subpool page (none from a min_size reserve), a
-reservation charge kept by the page, an *unreserved* free page (no reservation consumed,
-``Free - Rsvd`` bounds the run), and its index added to the file's map
-(`ResvMap.region_add_pages`).
+**Private owner.**  Indexes none of which the owner's map marks consumed, none cached, none
+mapped, all below i_size: each page is `hugetlb_no_page`'s new anon page with
+`MapChg.REUSE` (an index absent from a private map is reserved): the same charges,
+consumption and free-list bound as the first stride, and each page's commit marks its index
+consumed (`ResvMap.region_add_pages` again).  The pages are one anon block of the VMA.
 
-A fork child's or a MAP_NORESERVE private mapping (no map of its own), and every other path,
-keep going page by page.
+fallocate (`fallocate_range`) allocates like a shared fault without a VMA, in the first two
+strides (the pages stay unmapped, and i_size does not bound them).  A fork child's or a
+MAP_NORESERVE private mapping (no map of its own), and every other path, go page by page.
 """
 
 from __future__ import annotations
@@ -159,24 +161,9 @@ def _charge(vma: VMA, n: int, cgroup: HugetlbCgroup,
 
 def _shared_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> int:
     """Fault the longest uniform run of a shared mapping from ``start``; pages done."""
-    inode = vma.inode
     if not vma.shared or vma.unmapped:
         return 0
-    resv = inode.resv_map
-    if resv.region_cache_count < resv.adds_in_progress + 1:
-        return 0  # region_chg would grow the cache: the first page's own path
-    first = vma.file_index(start)
-    n = _bound(vma, start, end, cgroup, resv.region_end(first) - first)
-    if not n:
-        return 0
-    # hugetlb_no_page's page-cache branch, n times over.
-    memcg = _charge(vma, n, cgroup)
-    inode.blocks.add(FolioBlock(first, first + n, inode.hstate, inode.spool, cgroup, memcg,
-                                [vma], vma.writable))
-    inode.cached.add_range(first, first + n)
-    inode.i_blocks += n
-    inode.cache_version += n
-    return n
+    return _cache_stride(vma, start, end, cgroup, mapped=True)
 
 
 def _private_stride(vma: VMA, start: int, end: int, write: bool,
@@ -204,47 +191,57 @@ def _private_stride(vma: VMA, start: int, end: int, write: bool,
 
 def _fallocate_stride(pseudo: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> int:
     """Allocate the longest uniform run of fallocate's indexes from ``start``; pages done."""
-    inode = pseudo.inode
+    return _cache_stride(pseudo, start, end, cgroup, mapped=False)
+
+
+def _cache_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup, mapped: bool) -> int:
+    """New page-cache pages from ``start``, reserved or not (see the module's note), mapped
+    by ``vma`` or (fallocate) not; pages done."""
+    inode = vma.inode
     h, resv, spool = inode.hstate, inode.resv_map, inode.spool
+    first = vma.file_index(start)
+    reserved = resv.region_end(first)
+    if reserved > first:
+        if resv.region_cache_count < resv.adds_in_progress + 1:
+            return 0  # region_chg would grow the cache: the first page's own path
+        n = _bound(vma, start, end, cgroup, reserved - first, sized=mapped)
+        if n:
+            _add_block(vma, first, n, cgroup, _charge(vma, n, cgroup), mapped)
+        return n
     if not resv.allocator.never_fails:
         return 0
-    reserved = resv.region_end(start)
-    if reserved > start:
-        if resv.region_cache_count < resv.adds_in_progress + 1:
-            return 0
-        n = _bound(pseudo, start, end, cgroup, reserved - start, sized=False)
-        if n:
-            _add_block(pseudo, start, n, cgroup, _charge(pseudo, n, cgroup))
-        return n
     if spool is not None and spool.min_hpages != -1 and spool.rsv_hpages:
         return 0  # pages from the min_size reserve: gbl_chg 0, then 1
-    nxt = resv.region_next(start)
-    n = end - start if nxt is None else nxt - start
+    nxt = resv.region_next(first)
+    n = end - start if nxt is None else nxt - first
     if spool is not None and spool.max_hpages != -1:
         n = min(n, spool.max_hpages - spool.used_hpages)
     # dequeue_huge_page(1) needs an unreserved page: Free - Rsvd, unsigned, must not reach 0.
     if h.free_huge_pages - h.resv_huge_pages >= 0:
         n = min(n, h.free_huge_pages - h.resv_huge_pages)
     room = _room(cgroup.rsvd)
-    n = _bound(pseudo, start, end, cgroup, n if room is None else min(n, room), sized=False)
+    n = _bound(vma, start, end, cgroup, n if room is None else min(n, room), sized=mapped)
     if not n:
         return 0
     if spool is not None:
         spool.get_pages(n)
     if cgroup.rsvd.try_charge(n) is not None:  # cannot refuse: n fits every level
         raise AssertionError("a reservation charge within the room was refused")
-    memcg = _charge(pseudo, n, cgroup, consume=False)
-    resv.region_add_pages(start, start + n)
-    _add_block(pseudo, start, n, cgroup, memcg, cgroup_rsvd=cgroup)
+    memcg = _charge(vma, n, cgroup, consume=False)
+    resv.region_add_pages(first, first + n)
+    _add_block(vma, first, n, cgroup, memcg, mapped, cgroup_rsvd=cgroup)
     return n
 
 
-def _add_block(pseudo: VMA, first: int, n: int, cgroup: HugetlbCgroup,
-               memcg: HugetlbCgroup | None, cgroup_rsvd: HugetlbCgroup | None = None) -> None:
-    """``n`` new unmapped page-cache pages from ``first`` (hugetlb_add_to_page_cache)."""
-    inode = pseudo.inode
+def _add_block(vma: VMA, first: int, n: int, cgroup: HugetlbCgroup,
+               memcg: HugetlbCgroup | None, mapped: bool,
+               cgroup_rsvd: HugetlbCgroup | None = None) -> None:
+    """``n`` new page-cache pages from index ``first`` (hugetlb_add_to_page_cache), mapped by
+    ``vma`` or not."""
+    inode = vma.inode
     inode.blocks.add(FolioBlock(first, first + n, inode.hstate, inode.spool, cgroup, memcg,
-                                [], False, cgroup_rsvd=cgroup_rsvd))
+                                [vma] if mapped else [], mapped and vma.writable,
+                                cgroup_rsvd=cgroup_rsvd))
     inode.cached.add_range(first, first + n)
     inode.i_blocks += n
     inode.cache_version += n

@@ -133,14 +133,18 @@ def free_huge_folio(folio: Folio) -> None:
 
 
 def free_huge_pages(block: FolioBlock, pages: int) -> None:
-    """`free_huge_folio` on ``pages`` of ``block``'s alike folios in turn: when each restores
-    its reservation or there is no subpool to credit, every step is a sum."""
+    """`free_huge_folio` on ``pages`` of ``block``'s alike folios in turn: unless a subpool
+    with a min_size is credited (each put may answer differently), every step is a sum."""
     h, spool, cgroup, memcg = block.hstate, block.spool, block.cgroup, block.memcg
     restore, cgroup_rsvd = block.restore_reserve, block.cgroup_rsvd
     if spool is not None and not restore:
-        for _ in range(pages):
-            _free_page(h, spool, cgroup, cgroup_rsvd, memcg, False)
-        return
+        if spool.min_hpages != -1:
+            for _ in range(pages):
+                _free_page(h, spool, cgroup, cgroup_rsvd, memcg, False)
+            return
+        # Without a min_size each put gives its page back (never 0) and releases nothing.
+        if spool.max_hpages != -1:
+            spool.used_hpages -= pages
     cgroup.fault.uncharge(pages)
     if cgroup_rsvd is not None:
         cgroup_rsvd.rsvd.uncharge(pages)
