@@ -134,3 +134,22 @@ def test_world_keeps_names_rmdir_and_umount_ended_nameable_but_never_live() -> N
     assert world.valid("close", {"file": "hp/f"}) and world.valid("mount", {"name": "hp"})
     world.apply("mount", {"name": "hp"})
     assert not world.valid("close", {"file": "hp/f"})
+
+
+def test_memory_accounting_share_keeps_the_steps() -> None:
+    """A share of the v2 scenarios gets ``memory_accounting``, drawn from a stream of its own:
+    every seed keeps its steps and interface, and no share gives the scenarios of before."""
+    plain = [generate(seed, GenOptions(cgroups="mixed")) for seed in range(300)]
+    memcg = [generate(seed, GenOptions(cgroups="mixed", memory_accounting=1 / 3))
+             for seed in range(300)]
+    assert not any(s.memory_accounting for s in plain)
+    for a, b in zip(plain, memcg, strict=True):
+        assert _key(a) == _key(b) and a.cgroups == b.cgroups
+        assert not b.memory_accounting or b.cgroups == "v2"
+    v2 = [s for s in memcg if s.cgroups == "v2"]
+    share = sum(s.memory_accounting for s in v2) / len(v2)
+    assert 0.25 < share < 0.42, share
+    everywhere = [generate(seed, GenOptions(cgroups="v2", memory_accounting=1.0))
+                  for seed in range(20)]
+    assert all(s.memory_accounting for s in everywhere)
+    assert all(_round_trip(s).memory_accounting for s in everywhere)

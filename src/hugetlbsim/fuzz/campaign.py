@@ -46,7 +46,7 @@ from hugetlbsim.backends.model import ModelBackend
 from hugetlbsim.format.scenario import Scenario
 from hugetlbsim.fuzz.generate import GenOptions, generate
 from hugetlbsim.fuzz.shrink import scenario_text, shrink
-from hugetlbsim.model.kernels import kernel
+from hugetlbsim.model.kernels import MEMCG_HUGETLB, kernel
 from hugetlbsim.model.system import System
 from hugetlbsim.record import with_expect
 from hugetlbsim.trace import StepDiff, StepRecord, Trace, compare, normalized, show_value
@@ -68,6 +68,7 @@ __all__ = [
     "ignore_sigint",
     "is_mode",
     "leftover",
+    "memcg_refused",
     "reference",
     "run_batch",
     "shrink_finding"
@@ -107,6 +108,25 @@ def _model_for(mode: Mode, options: Options) -> ModelBackend:
     if mode == "kernel":
         return ModelBackend("6.18")
     return ModelBackend("6.18", kernel(reference(mode, options).version()).name)
+
+
+def memcg_refused(mode: Mode, options: Options) -> str | None:
+    """Why the sides of ``mode`` cannot run ``memory_accounting`` scenarios (None if they can).
+
+    cgroup2's memory_hugetlb_accounting came in 6.7 (8cba9576df60): a 6.1 guest refuses the
+    mount option (EINVAL) and the model at 6.1 refuses the scenario; the host's kernel backend
+    refuses every such scenario (the option is global to the machine, exit 3).  A refused
+    scenario would only be "not run", so a campaign that would generate one is refused whole.
+    """
+    if mode == "kernel":
+        return ("the kernel backend never runs memory_accounting scenarios on this machine "
+                "(the cgroup2 mount option is machine-wide); fuzz a guest: --against vm:6.12")
+    line = kernel() if mode == "policies" else _model_for(mode, options).kernel
+    assert line is not None
+    if not line.has(MEMCG_HUGETLB):
+        return (f"kernel {line.name} has no memory_hugetlb_accounting (added in 6.7, "
+                f"{MEMCG_HUGETLB.commit}): memory_accounting scenarios would be refused")
+    return None
 
 
 @dataclass(frozen=True)
@@ -394,7 +414,10 @@ def shrink_finding(scenario: Scenario, finding: Finding, found: Divergence, mode
     names = {"policies": ("policy 6.18", "policy v7"), "kernel": ("the kernel", "model 6.18")}
     names.setdefault(mode, (f"the {mode} kernel", "the model at its point"))
     title = f"hugetlbsim fuzz --against {mode}: {names[mode][0]} and {names[mode][1]} differ"
-    original = f"hugetlbsim fuzz --against {mode} --seed {finding.seed} --count 1"
+    gen = options.gen
+    original = (f"hugetlbsim fuzz --against {mode} --seed {finding.seed} --count 1"
+                + (f" --cgroups {gen.cgroups}" if gen.cgroups != "mixed" else "")
+                + (f" --memcg {gen.memory_accounting:g}" if gen.memory_accounting else ""))
     small = shrink(scenario, still, budget=options.budget)
     checked = check(small, mode, options)
     if checked.found is None:
@@ -470,8 +493,12 @@ def campaign(mode: Mode, executor: Executor, *, seed: int, count: int | None = N
     and passed to ``on_result``.  Signatures found so far travel with later batches, so a
     divergence seen again is counted but not shrunk again.  On an exception (Ctrl-C included)
     the batches not yet started are cancelled and the running ones are waited for.
+    ValueError if the options ask for ``memory_accounting`` scenarios that a side of the mode
+    refuses (`memcg_refused`).
     """
     options = options or Options()
+    if options.gen.memory_accounting > 0 and (why := memcg_refused(mode, options)) is not None:
+        raise ValueError(why)
     summary = Summary()
     deadline = None if seconds is None else summary.started + seconds
     batches = _seed_batches(seed, count, batch)

@@ -31,6 +31,7 @@ from hugetlbsim.fuzz.campaign import (
     campaign,
     ignore_sigint,
     is_mode,
+    memcg_refused,
 )
 from hugetlbsim.fuzz.generate import WEIGHTS, GenOptions
 
@@ -144,11 +145,15 @@ def summary_table(summary: Summary, saved: dict[int, Path]) -> Table:
 @click.option("--cgroups", "interface", type=click.Choice(["mixed", "v1", "v2"]),
               default="mixed", show_default=True,
               help="The hugetlb cgroup interface of the scenarios (mixed: half of them v2).")
+@click.option("--memcg", "memcg", type=click.FloatRange(0, 1), default=0.0,
+              show_default=True,
+              help="Share of the v2 scenarios with memory_accounting: true (hugetlb pages "
+                   "charged to memcg); needs a side at 6.7 or later: policies or vm:6.12.")
 @click.pass_context
 def fuzz(ctx: click.Context, seed: int | None, count: int | None, seconds: float | None,
          mode: Mode, jobs: int | None, out: Path, focus: tuple[str, ...],
          per_signature: int, executor_name: str, scheduler: str | None,
-         interface: str = "mixed") -> None:
+         interface: str = "mixed", memcg: float = 0.0) -> None:
     """Run generated scenarios on two sides and shrink every divergence; exit 1 if any."""
     if count is not None and seconds is not None:
         raise click.UsageError("give --count or --time, not both")
@@ -164,8 +169,15 @@ def fuzz(ctx: click.Context, seed: int | None, count: int | None, seconds: float
     err = Console(stderr=True, highlight=False)
     err.print(f"fuzz --against {mode} --seed {seed} "
               + (f"--count {count}" if count is not None else f"--time {seconds:g}")
-              + (f" --jobs {jobs}" if mode == "policies" else ""), markup=False)
-    options = Options(gen=GenOptions(focus=focus, cgroups=interface), shrink=per_signature > 0)
+              + (f" --jobs {jobs}" if mode == "policies" else "")
+              + (f" --cgroups {interface}" if interface != "mixed" else "")
+              + (f" --memcg {memcg:g}" if memcg else ""), markup=False)
+    options = Options(gen=GenOptions(focus=focus, cgroups=interface, memory_accounting=memcg),
+                      shrink=per_signature > 0)
+    if memcg > 0:
+        why = "it needs cgroup v2" if interface == "v1" else memcg_refused(mode, options)
+        if why is not None:
+            raise click.UsageError(f"--memcg {memcg:g} against {mode}: {why}")
     if (executor_name == "dask") != (scheduler is not None):
         raise click.UsageError("--executor dask needs --scheduler ADDRESS, and only it takes one")
     executor: Executor

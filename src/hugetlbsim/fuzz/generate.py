@@ -11,6 +11,7 @@ process sits in which cgroup) to aim: cgroup limits near their estimated usage, 
 below the pages in use, punches and truncations over mapped ranges, fork followed by writes
 from both sides, rmdir of cgroups that still hold charges.  ``focus`` multiplies the weight of
 chosen actions (operation names, or the multi-step corners ``cow`` and ``charged_rmdir``).
+``memory_accounting`` adds memory cgroup accounting to a share of the cgroup v2 scenarios.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class GenOptions:
     cgroups: str = "mixed"
     """The hugetlb cgroup interface: ``v1``, ``v2``, or ``mixed`` (each seed draws one, half of
     them v2, from its own stream: the steps of a seed are the same under both)."""
+    memory_accounting: float = 0.0
+    """Share of the v2 scenarios with ``memory_accounting: true`` (cgroup2 mounted with
+    memory_hugetlb_accounting, 6.7 and later), drawn from a stream of its own: a seed's steps
+    and interface are the same whatever the share, and 0 gives the scenarios of before."""
 
 
 @dataclass
@@ -477,9 +482,13 @@ class _Generator:
         interface = self.opt.cgroups
         if interface == "mixed":
             interface = "v2" if random.Random(f"cgroups-{self.seed}").random() < 0.5 else "v1"
+        share = self.opt.memory_accounting
+        memory = interface == "v2" and share > 0 and (
+            random.Random(f"memcg-{self.seed}").random() < share)
         return Scenario(steps=tuple(self.steps[:self.opt.max_steps]),
                         name=f"fuzz-{self.seed}", pool_pages=self.initial[0],
-                        pool_overcommit=self.initial[1], cgroups=interface)
+                        pool_overcommit=self.initial[1], cgroups=interface,
+                        memory_accounting=memory)
 
 
 WEIGHTS: dict[str, float] = {
