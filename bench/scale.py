@@ -30,7 +30,9 @@ code runs from a git worktree of ``--base`` (created in /tmp if missing) through
 A run longer than the timeout is shown as ``>T``, and larger sizes of that family are skipped.
 
 Printed: seconds, microseconds per unit, peak MB per run, and per family the growth exponent b
-fitted to ``time ~ n^b`` (least squares on log-log, runs under 5 ms left out).  A family whose
+fitted to ``time ~ n^b`` (least squares on log-log, runs under 5 ms left out); for the
+``steps`` family also the loading time, steps per second and the run's time per step over its
+first and its last tenth of steps (flat means the same).  A family whose
 n steps each change O(1) has per-step exponent b - 1; the ``length`` families change n pages in
 one step, so b is the exponent in what the step changes.
 """
@@ -321,6 +323,7 @@ def main() -> None:
     if args.before_only:
         del codes["after"]
     results: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    tenths: list[str] = []
     gave_up: set[tuple[str, str]] = set()
     head = " | ".join(f"{c} s | {c} us/unit | {c} MB" for c in codes)
     print(f"| family | n | {head} |")
@@ -336,6 +339,10 @@ def main() -> None:
                 gave_up.add((fam, code))
             else:
                 results.setdefault((fam, code), []).append((n, r["seconds"]))
+                if fam == "steps" and "tenths_us" in r:
+                    first, last = r["tenths_us"]
+                    tenths.append(f"| {n} | {code} | {r['load']:.3f} | {n / r['seconds']:.0f} "
+                                  f"| {first:.1f} | {last:.1f} |")
             cells.append(_cell(r, n, timeout))
         print(f"| {fam} | {n} | {' | '.join(cells)} |", flush=True)
     print()
@@ -344,6 +351,11 @@ def main() -> None:
     for fam in families:
         exps = [exponent(results.get((fam, c), [])) for c in codes]
         print(f"| {fam} | " + " | ".join("-" if e is None else f"{e:.2f}" for e in exps) + " |")
+    if tenths:  # is a small step's cost flat over the run?
+        print()
+        print("| steps n | code | load s | steps/s | us/step, first tenth | us/step, last tenth |")
+        print("|---:|---|---:|---:|---:|---:|")
+        print("\n".join(tenths))
 
 
 if __name__ == "__main__":
