@@ -344,9 +344,11 @@ def remove_inode_hugepages(inode: Inode, start: int, end: int = LONG_MAX) -> Non
                     freed += block.pages
                     continue
                 take_block(inode, block)
-                if block.spool is None and inode.resv_map.allocator.never_fails:
+                spool = block.spool
+                if (spool is None or spool.min_hpages == -1) and (
+                        inode.resv_map.allocator.never_fails):
                     # Each page: free it, then drop its index (put nothing back: it is in the
-                    # map); without a subpool the two kinds of steps commute.
+                    # map); without a min_size the two kinds of steps commute.
                     free_huge_pages(block, block.pages)
                     freed += block.pages
                     deleted = inode.resv_map.region_del_each(block.first, block.end)
