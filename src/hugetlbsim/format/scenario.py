@@ -154,7 +154,7 @@ POOL_ARGS = ("pages", "overcommit")
 PAGESIZES = {"2M": 2 << 20, "1G": 1 << 30}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """One operation with its arguments (defaults filled in) and optional expectations."""
 
