@@ -67,6 +67,7 @@ def check_invariants(system: System) -> None:
         outstanding -= pages
         linked[inode] = set(inode.i_mmap)
         assert linked[inode] <= live, f"{inode.name}: i_mmap has dead VMAs"
+    memberships = 0
     for vma in vmas:
         if vma.inode not in linked:
             linked[vma.inode] = set(vma.inode.i_mmap)
@@ -87,6 +88,8 @@ def check_invariants(system: System) -> None:
             assert not anon or anon.at(page) is None, "a PTE over its VMA's anon block"
         if anon:
             _check_anon_blocks(vma)
+            memberships += len(anon.blocks)
+    _check_anon_mappers(blocks, memberships)
     pending = (sum(1 for f in folios if f.restore_reserve)
                + sum(b.pages for b in blocks if b.restore_reserve))
     min_rsv = sum(sp.rsv_hpages for sp in system.subpools if sp.min_hpages != -1)
@@ -122,19 +125,30 @@ def _check_blocks(inode: Inode, live: set[VMA]) -> None:
 
 
 def _check_anon_blocks(vma: VMA) -> None:
-    """Sorted, disjoint anon blocks of a private VMA, inside it, each held by the index of
-    every VMA mapping it."""
+    """Sorted, disjoint anon blocks of a private VMA, inside it."""
     blocks = vma.blocks
     assert not vma.shared, "an anon block in a shared VMA"
     assert blocks.firsts == [b.first for b in blocks], "anon block index off"
     assert blocks.pages == sum(b.pages for b in blocks), "anon block pages off"
     end = vma.start
     for b in blocks:
-        assert b.anon and vma in b.vmas and end <= b.first < b.end, "anon blocks overlap"
-        assert all(v.blocks.at(b.first) is b for v in b.vmas), "an anon block missing a mapper"
+        assert b.anon and end <= b.first < b.end, "anon blocks overlap"
         assert b.hstate is vma.inode.hstate and b.spool is vma.inode.spool, "anon block"
         end = b.end
     assert end <= vma.end, "an anon block beyond its VMA"
+
+
+def _check_anon_mappers(blocks: list[FolioBlock], memberships: int) -> None:
+    """Each anon block is in the index of every VMA mapping it, once, and in no other: its
+    mappers' indexes hold it, and the indexes hold as many entries as all blocks have
+    mappers (O(mappers), not O(mappers x VMAs))."""
+    mapped = 0
+    for b in blocks:
+        if b.anon:
+            assert len(set(b.vmas)) == len(b.vmas), "an anon block mapped twice by a VMA"
+            assert all(v.blocks.at(b.first) is b for v in b.vmas), "an anon block lost a mapper"
+            mapped += len(b.vmas)
+    assert mapped == memberships, "an anon block in the index of a VMA that does not map it"
 
 
 def _merged(runs: list[list[int]], more: list[list[int]]) -> list[list[int]]:
