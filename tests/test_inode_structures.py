@@ -16,18 +16,29 @@ def test_cache_runs_follow_a_set(seed: int) -> None:
     rng = random.Random(seed)
     runs, indexes = CacheRuns(), set[int]()
     span = rng.choice([8, 64, 1000])
+    shown: list[tuple[list[list[int]], list[list[int]]]] = []
     for _ in range(2000):
         index = rng.randrange(span)
         if index in indexes:
-            runs.remove(index)
-            indexes.discard(index)
+            end = runs.run_end(index)
+            stop = rng.randint(index + 1, end)  # a range inside one run
+            runs.remove(index) if stop == index + 1 else runs.remove_range(index, stop)
+            indexes.difference_update(range(index, stop))
         else:
-            runs.add(index)
-            indexes.add(index)
+            nxt = runs.next_cached(index)
+            stop = rng.randint(index + 1, span if nxt is None else nxt)  # none of it cached
+            runs.add(index) if stop == index + 1 else runs.add_range(index, stop)
+            indexes.update(range(index, stop))
         assert runs.runs() == cached_runs(indexes)
+        assert all((i in runs) == (i in indexes) for i in range(span))
         lo = rng.randrange(span)
         hi = lo + rng.randrange(span)
-        assert runs.indexes(lo, hi) == sorted(i for i in indexes if lo <= i < hi)
+        spans = [i for f, t in runs.spans(lo, hi) for i in range(f, t)]
+        assert spans == sorted(i for i in indexes if lo <= i < hi)
+        if rng.random() < 0.05:
+            shown.append((runs.runs(), cached_runs(indexes)))
+    # A list of runs once shown never changes afterwards (snapshots share them).
+    assert all(was == expected for was, expected in shown)
 
 
 class _Vma:

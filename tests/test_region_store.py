@@ -27,7 +27,7 @@ def small_load(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
 def check_blocks(store: RegionStore) -> None:
     """The store's internal invariants: parallel columns, no empty block, block size and index."""
     starts, ends, infos, lasts = store._starts, store._ends, store._infos, store._lasts
-    assert len(starts) == len(ends) == len(infos) == len(lasts)
+    assert len(starts) == len(ends) == len(infos) == len(lasts) == len(store._exports)
     total = 0
     for b in range(len(starts)):
         n = len(starts[b])
@@ -65,6 +65,8 @@ def replace_window(store: RegionStore, ref: list[Entry], f: int, t: int, touchin
     The new ranges lie inside [min(f, first start), max(t, last end)], which the neighbours
     outside the window never enter, so the sequence stays sorted.
     """
+    shown = store.export(repr)  # made from the blocks (or reused), before the change
+    was = [list(r) for r in shown]
     b, i, window = store.window(f, t, touching)
     first, want = expected_window(ref, f, t, touching)
     assert window == want
@@ -77,6 +79,9 @@ def replace_window(store: RegionStore, ref: list[Entry], f: int, t: int, touchin
     ref[first:first + len(window)] = new
     assert list(store) == ref
     check_blocks(store)
+    # Exports follow the change, and what an earlier export showed stays as it was.
+    assert store.export(repr) == [[rf, rt, repr(info)] for rf, rt, info in ref]
+    assert shown == was
 
 
 def test_empty_store() -> None:

@@ -7,6 +7,7 @@ here, 4 an internal error (one line; ``hugetlbsim --debug ...`` shows the traceb
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -144,6 +145,10 @@ def _one_line(exc: BaseException) -> str:
 @click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 def main(debug: bool) -> None:
     """An executable model of Linux HugeTLB reservation accounting."""
+    # Each step's state is thousands of small lists that die at the next step; the default
+    # thresholds collect every 700 allocations and keep promoting the live state, so full
+    # collections walk it again and again (a 4 000-region file: 7.9 s -> 4.4 s for the run).
+    gc.set_threshold(100_000, 50, 100)
 
 
 def _out() -> Console:

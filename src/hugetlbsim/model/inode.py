@@ -31,35 +31,35 @@ class CacheRuns:
     """The page cache's indexes as sorted, maximal half-open runs ``[start, end)``.
 
     Kept beside the page-cache dict as pages come and go, O(log n + memmove) each, so that a
-    snapshot lists the runs in O(runs) and a range's cached indexes are found in
-    O(log n + pages in it), whatever else the file caches.
+    range's cached indexes are found in O(log n + pages in it), whatever else the file caches.
+    Each run also has its ``[start, end]`` list, replaced (never changed) when the run changes,
+    so a snapshot's list of runs is one shallow copy.
     """
 
-    __slots__ = ("ends", "starts")
+    __slots__ = ("ends", "pairs", "starts")
 
     def __init__(self) -> None:
         self.starts: list[int] = []
         self.ends: list[int] = []
+        self.pairs: list[list[int]] = []
 
     def __len__(self) -> int:
         return len(self.starts)
 
+    def _set(self, k: int, start: int, end: int) -> None:
+        self.starts[k], self.ends[k], self.pairs[k] = start, end, [start, end]
+
+    def _insert(self, k: int, start: int, end: int) -> None:
+        self.starts.insert(k, start)
+        self.ends.insert(k, end)
+        self.pairs.insert(k, [start, end])
+
+    def _delete(self, k: int) -> None:
+        del self.starts[k], self.ends[k], self.pairs[k]
+
     def add(self, index: int) -> None:
         """``index`` joins the cache (it was not there)."""
-        starts, ends = self.starts, self.ends
-        k = bisect_right(starts, index) - 1
-        left = k >= 0 and ends[k] == index
-        right = k + 1 < len(starts) and starts[k + 1] == index + 1
-        if left and right:
-            ends[k] = ends[k + 1]
-            del starts[k + 1], ends[k + 1]
-        elif left:
-            ends[k] = index + 1
-        elif right:
-            starts[k + 1] = index
-        else:
-            starts.insert(k + 1, index)
-            ends.insert(k + 1, index + 1)
+        self.add_range(index, index + 1)
 
     def add_range(self, start: int, end: int) -> None:
         """Indexes ``[start, end)`` join the cache (none of them was there)."""
@@ -68,15 +68,14 @@ class CacheRuns:
         left = k >= 0 and ends[k] == start
         right = k + 1 < len(starts) and starts[k + 1] == end
         if left and right:
-            ends[k] = ends[k + 1]
-            del starts[k + 1], ends[k + 1]
+            self._set(k, starts[k], ends[k + 1])
+            self._delete(k + 1)
         elif left:
-            ends[k] = end
+            self._set(k, starts[k], end)
         elif right:
-            starts[k + 1] = start
+            self._set(k + 1, start, ends[k + 1])
         else:
-            starts.insert(k + 1, start)
-            ends.insert(k + 1, end)
+            self._insert(k + 1, start, end)
 
     def run_end(self, index: int) -> int:
         """The end of the run holding ``index`` (``index`` itself when it is not cached)."""
@@ -93,39 +92,25 @@ class CacheRuns:
 
     def remove(self, index: int) -> None:
         """``index`` leaves the cache (it was there)."""
-        starts, ends = self.starts, self.ends
-        k = bisect_right(starts, index) - 1
-        start, end = starts[k], ends[k]
-        if start == index and end == index + 1:
-            del starts[k], ends[k]
-        elif start == index:
-            starts[k] = index + 1
-        elif end == index + 1:
-            ends[k] = index
-        else:
-            ends[k] = index
-            starts.insert(k + 1, index + 1)
-            ends.insert(k + 1, end)
+        self.remove_range(index, index + 1)
 
     def __contains__(self, index: object) -> bool:
         return isinstance(index, int) and self.next_cached(index) == index
 
     def remove_range(self, start: int, end: int) -> None:
         """Indexes ``[start, end)`` leave the cache (all were there, in one run)."""
-        starts, ends = self.starts, self.ends
-        k = bisect_right(starts, start) - 1
-        lo, hi = starts[k], ends[k]
+        k = bisect_right(self.starts, start) - 1
+        lo, hi = self.starts[k], self.ends[k]
         assert lo <= start and end <= hi, "removing indexes that are not cached"
         if lo == start and hi == end:
-            del starts[k], ends[k]
+            self._delete(k)
         elif lo == start:
-            starts[k] = end
+            self._set(k, end, hi)
         elif hi == end:
-            ends[k] = start
+            self._set(k, lo, start)
         else:
-            ends[k] = start
-            starts.insert(k + 1, end)
-            ends.insert(k + 1, hi)
+            self._set(k, lo, start)
+            self._insert(k + 1, end, hi)
 
     def spans(self, start: int, end: int) -> list[tuple[int, int]]:
         """The cached runs met by ``[start, end)``, clipped to it, in order."""
@@ -139,21 +124,9 @@ class CacheRuns:
             k += 1
         return found
 
-    def indexes(self, start: int, end: int) -> list[int]:
-        """The cached indexes in ``[start, end)``, in order."""
-        starts, ends = self.starts, self.ends
-        k = max(bisect_right(starts, start) - 1, 0)
-        found: list[int] = []
-        while k < len(starts) and starts[k] < end:
-            lo, hi = max(starts[k], start), min(ends[k], end)
-            if lo < hi:
-                found.extend(range(lo, hi))
-            k += 1
-        return found
-
     def runs(self) -> list[list[int]]:
-        """``[[start, end], ...]``: a new list of new lists."""
-        return [[s, e] for s, e in zip(self.starts, self.ends, strict=True)]
+        """``[[start, end], ...]``: a new list of the runs' lists (never changed later)."""
+        return list(self.pairs)
 
 
 _GAP = 1 << 64

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 __all__ = ["LOAD", "Entry", "RegionStore"]
 
@@ -28,13 +28,15 @@ LOAD = 512
 class RegionStore:
     """An ordered sequence of disjoint half-open ranges ``[from, to)`` with one info each."""
 
-    __slots__ = ("_ends", "_infos", "_lasts", "_len", "_starts", "version")
+    __slots__ = ("_ends", "_exports", "_infos", "_lasts", "_len", "_starts", "version")
 
     def __init__(self) -> None:
         self._starts: list[array[int]] = []
         self._ends: list[array[int]] = []
         self._infos: list[list[object]] = []
         self._lasts: list[int] = []
+        self._exports: list[tuple[object, list[list[object]]] | None] = []
+        """Per block, the lists `export` made of it and the label they used (None: changed)."""
         self._len = 0
         self.version = 0
         """Bumped by every `replace`: equal versions mean equal contents (snapshots reuse)."""
@@ -45,6 +47,24 @@ class RegionStore:
     def __iter__(self) -> Iterator[Entry]:
         for starts, ends, infos in zip(self._starts, self._ends, self._infos, strict=True):
             yield from zip(starts, ends, infos, strict=True)
+
+    def export(self, label: Callable[[object], object]) -> list[list[object]]:
+        """Every range as a list ``[from, to, label(info)]``, in order, in a new list.
+
+        The ranges' lists are made again only for the blocks that changed since the last
+        export with this ``label`` (in C, one ``label`` call per distinct info of a block);
+        they are shared with earlier exports and must not be modified.
+        """
+        out: list[list[object]] = []
+        blocks = zip(self._starts, self._ends, self._infos, strict=True)
+        for k, (starts, ends, infos) in enumerate(blocks):
+            made = self._exports[k]
+            if made is None or made[0] is not label:
+                table = {info: label(info) for info in set(infos)}
+                made = self._exports[k] = (label, list(map(list, zip(
+                    starts, ends, map(table.__getitem__, infos), strict=True))))
+            out.extend(made[1])
+        return out
 
     def window(self, f: int, t: int, touching: bool) -> tuple[int, int, list[Entry]]:
         """Cursor of, and the entries of, the ranges meeting ``[f, t)``.
@@ -105,8 +125,10 @@ class RegionStore:
             self._len += len(new) - count
             if self._starts[b]:
                 self._lasts[b] = self._ends[b][-1]
+                self._exports[b] = None
             else:
                 del self._starts[b], self._ends[b], self._infos[b], self._lasts[b]
+                del self._exports[b]
             return
         # General case: rebuild blocks b..e (and a small neighbour) from their pieces.
         if e + 1 < len(self._starts) and len(self._starts[e + 1]) < LOAD:
@@ -136,6 +158,7 @@ class RegionStore:
         self._ends[b:e] = [ends[k:k + size] for k in cuts]
         self._infos[b:e] = [infos[k:k + size] for k in cuts]
         self._lasts[b:e] = [ends[min(k + size, n) - 1] for k in cuts]
+        self._exports[b:e] = [None] * len(cuts)
 
     def nbytes(self) -> int:
         """Bytes held by the store's containers (not counting the shared info objects)."""

@@ -151,7 +151,7 @@ def _file_state(inode: Inode) -> dict[str, Any]:
     known = _lists.get(inode)
     version, cache_version = inode.resv_map.version, inode.cache_version
     if known is None or known[0] != version or known[1] != cache_version:
-        regions = ([[r.from_, r.to, _info_name(r.info)] for r in inode.resv_map.regions()]
+        regions = (inode.resv_map.region_lists(_info_name)
                    if known is None or known[0] != version else known[2])
         cached = (inode.cached.runs() if known is None or known[1] != cache_version
                   else known[3])
