@@ -36,11 +36,12 @@ def _trace(scenario: Scenario, kernel: str) -> str:
 
 
 class _Strides:
-    """Counts the pages faulted in shared and in private strides."""
+    """Counts the pages faulted in shared, private and write strides."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.pages = 0
         self.private = 0
+        self.writes = 0
         shared, private = bulk._shared_stride, bulk._private_stride
 
         def counted(*args: Any) -> int:
@@ -53,8 +54,16 @@ class _Strides:
             self.private += done
             return done
 
+        write = bulk._write_stride
+
+        def counted_write(*args: Any) -> int:
+            done = write(*args)
+            self.writes += done
+            return done
+
         monkeypatch.setattr(bulk, "_shared_stride", counted)
         monkeypatch.setattr(bulk, "_private_stride", counted_private)
+        monkeypatch.setattr(bulk, "_write_stride", counted_write)
         monkeypatch.setattr(bulk, "_MIN_STRIDE", 1)
 
 
@@ -95,7 +104,7 @@ def _stride_scenario(rng: random.Random) -> str:
         procs[proc] = []
         lines.append(f"  - spawn: {{proc: {proc}, cgroup: {rng.choice(['root', 'g'])}}}")
     maps = 0
-    for _ in range(rng.randint(4, 16)):
+    for _ in range(rng.randint(4, 24)):
         proc = rng.choice(list(procs))
         how = rng.random()
         if how < 0.3 or not procs[proc]:
@@ -133,15 +142,15 @@ def _stride_scenario(rng: random.Random) -> str:
             lines.append(f"  - truncate: {{file: hp/f, size: {rng.randint(0, size)}}}")
         elif how < 0.94:
             lines.append(f"  - pool: {{pages: {rng.randint(0, 80)}}}")
-        elif how < 0.955:
+        elif how < 0.97:
             child = f"p{len(procs)}"
             procs[child] = list(procs[proc])
             lines.append(f"  - fork: {{proc: {proc}, child: {child}}}")
-        elif how < 0.97:
+        elif how < 0.98:
             lines.append(f"  - munmap: {{proc: {proc}, map: {name}, offset: {page}, "
                          f"length: {count}}}")
             procs[proc] = [m for m in procs[proc] if m[0] != name]
-        elif how < 0.985:
+        elif how < 0.99:
             lines.append(f"  - mprotect: {{proc: {proc}, map: {name}, offset: {page}, "
                          f"length: {count}, writable: {rng.choice(['true', 'false'])}}}")
         else:
@@ -164,3 +173,58 @@ def test_stride_scenarios_agree(chunk: int, monkeypatch: pytest.MonkeyPatch) -> 
         ran += 1
     assert ran > 100
     assert strides.pages > 200 and strides.private > 150
+
+
+def _fork_scenario(rng: random.Random) -> str:
+    """Private mappings touched, forked, then written by parents and children (COW strides),
+    with exits, munmap, mprotect, the pool and the cgroup limit moving under them."""
+    pool = rng.randint(20, 120)
+    size = rng.randint(8, 40)
+    lines = ["format: 1", "name: cow", f"pool: {{pages: {pool}, overcommit: {rng.randint(0, 4)}}}"]
+    if rng.random() < 0.4:
+        lines += ["cgroups: v2"] + (["memory_accounting: true"] if rng.random() < 0.5 else [])
+    mount = rng.choice(["{name: hp}", f"{{name: hp, size: {rng.randint(8, 120)}}}"])
+    lines += ["steps:", f"  - mount: {mount}", f"  - create: {{file: hp/f, size: {size}}}",
+              f"  - cgroup: {{name: g, limit: {rng.randint(10, 120)}}}",
+              f"  - spawn: {{proc: p0, cgroup: {rng.choice(['root', 'g'])}}}"]
+    what = "anon: true" if rng.random() < 0.5 else "file: hp/f"
+    lines += [f"  - mmap: {{proc: p0, map: m, {what}, shared: false, length: {size}}}",
+              f"  - touch: {{proc: p0, map: m, page: 0, count: {size}}}"]
+    live, born = ["p0"], 1
+    for _ in range(rng.randint(3, 14)):
+        proc = rng.choice(live)
+        page = rng.randint(0, size - 1)
+        count = rng.randint(1, size - page)
+        how = rng.random()
+        if how < 0.25 and len(live) < 5:
+            child = f"p{born}"
+            born += 1
+            live.append(child)
+            lines.append(f"  - fork: {{proc: {proc}, child: {child}}}")
+        elif how < 0.75:
+            write = "" if rng.random() < 0.85 else ", write: false"
+            lines.append(f"  - touch: {{proc: {proc}, map: m, page: {page}, count: {count}"
+                         f"{write}}}")
+        elif how < 0.82 and proc != "p0":
+            live.remove(proc)
+            lines.append(f"  - exit: {{proc: {proc}}}")
+        elif how < 0.88:
+            lines.append(f"  - mprotect: {{proc: {proc}, map: m, offset: {page}, "
+                         f"length: {count}, writable: {rng.choice(['true', 'false'])}}}")
+        elif how < 0.93:
+            lines.append(f"  - madvise: {{proc: {proc}, map: m, page: {page}, count: {count}, "
+                         f"advice: dontneed}}")
+        elif how < 0.97:
+            lines.append(f"  - pool: {{pages: {rng.randint(0, 120)}}}")
+        else:
+            lines.append(f"  - cgroup: {{name: g, limit: {rng.randint(0, 120)}}}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("chunk", range(2))
+def test_fork_scenarios_agree(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    strides = _Strides(monkeypatch)
+    rng = random.Random(1000 + chunk)
+    for n in range(150):
+        _both(load_text(_fork_scenario(rng)), monkeypatch, KERNELS[n % len(KERNELS)])
+    assert strides.private > 300 and strides.writes > 300

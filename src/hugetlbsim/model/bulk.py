@@ -40,6 +40,13 @@ mapped, all below i_size: each page is `hugetlb_no_page`'s new anon page with
 consumption and free-list bound as the first stride, and each page's commit marks its index
 consumed (`ResvMap.region_add_pages` again).  The pages are one anon block of the VMA.
 
+**Writes to a write-protected anon block** (after fork).  Mapped by this VMA alone, each
+page is `hugetlb_wp`'s reuse: the PTE becomes writable.  Mapped by others too, in a VMA that
+owns no reservation map (a fork child's), each page is a COW copy with `MapChg.NEEDED`, as the
+shared unreserved stride charges it (its own reservation charge, an unreserved free page);
+the copies are a new anon block of this VMA and the old pages lose one mapping.  The owner's
+copy (`MapChg.ENFORCED`, and its fallback when it fails) goes page by page.
+
 fallocate (`fallocate_range`) allocates like a shared fault without a VMA, in the first two
 strides (the pages stay unmapped, and i_size does not bound them).  A fork child's or a
 MAP_NORESERVE private mapping (no map of its own), and every other path, go page by page.
@@ -47,6 +54,7 @@ MAP_NORESERVE private mapping (no map of its own), and every other path, go page
 
 from __future__ import annotations
 
+from hugetlbsim.model.blocks import cut
 from hugetlbsim.model.fault import alloc_hugetlb_folio, hugetlb_fault
 from hugetlbsim.model.folio import FolioBlock
 from hugetlbsim.model.hugetlb_cgroup import HugetlbCgroup, PageCounter
@@ -74,8 +82,12 @@ def fault_range(vma: VMA, start: int, end: int, write: bool, cgroup: HugetlbCgro
         hugetlb_fault(vma, page, write, cgroup)
         page += 1
         if BULK and end - page >= _MIN_STRIDE:
-            page += (_shared_stride(vma, page, end, cgroup) if vma.shared
-                     else _private_stride(vma, page, end, write, cgroup))
+            if vma.shared:
+                page += _shared_stride(vma, page, end, cgroup)
+            elif vma.blocks and write and vma.blocks.at(page) is not None:
+                page += _write_stride(vma, page, end, cgroup)
+            else:
+                page += _private_stride(vma, page, end, write, cgroup)
 
 
 def fallocate_range(pseudo: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> None:
@@ -198,7 +210,7 @@ def _cache_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup, mapped:
     """New page-cache pages from ``start``, reserved or not (see the module's note), mapped
     by ``vma`` or (fallocate) not; pages done."""
     inode = vma.inode
-    h, resv, spool = inode.hstate, inode.resv_map, inode.spool
+    resv = inode.resv_map
     first = vma.file_index(start)
     reserved = resv.region_end(first)
     if reserved > first:
@@ -210,27 +222,43 @@ def _cache_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup, mapped:
         return n
     if not resv.allocator.never_fails:
         return 0
+    nxt = resv.region_next(first)
+    n = _needed_room(vma, end - start if nxt is None else nxt - first, cgroup)
+    n = _bound(vma, start, end, cgroup, n, sized=mapped)
+    if not n:
+        return 0
+    _charge_needed(vma, n, cgroup)
+    memcg = _charge(vma, n, cgroup, consume=False)
+    resv.region_add_pages(first, first + n)
+    _add_block(vma, first, n, cgroup, memcg, mapped, cgroup_rsvd=cgroup)
+    return n
+
+
+def _needed_room(vma: VMA, n: int, cgroup: HugetlbCgroup) -> int:
+    """How many of ``n`` `MapChg.NEEDED` allocations in a row would each succeed the same way:
+    a subpool page each (none from a min_size reserve), a reservation charge, a fault (and
+    memory) charge, and an unreserved free page."""
+    h, spool = vma.inode.hstate, vma.inode.spool
     if spool is not None and spool.min_hpages != -1 and spool.rsv_hpages:
         return 0  # pages from the min_size reserve: gbl_chg 0, then 1
-    nxt = resv.region_next(first)
-    n = end - start if nxt is None else nxt - first
     if spool is not None and spool.max_hpages != -1:
         n = min(n, spool.max_hpages - spool.used_hpages)
     # dequeue_huge_page(1) needs an unreserved page: Free - Rsvd, unsigned, must not reach 0.
     if h.free_huge_pages - h.resv_huge_pages >= 0:
         n = min(n, h.free_huge_pages - h.resv_huge_pages)
-    room = _room(cgroup.rsvd)
-    n = _bound(vma, start, end, cgroup, n if room is None else min(n, room), sized=mapped)
-    if not n:
-        return 0
+    for room in (_room(cgroup.rsvd), _room(cgroup.fault), _room(cgroup.memory)):
+        if room is not None:
+            n = min(n, room)
+    return max(min(n, h.free_huge_pages), 0)
+
+
+def _charge_needed(vma: VMA, n: int, cgroup: HugetlbCgroup) -> None:
+    """The subpool pages and reservation charges of ``n`` NEEDED allocations."""
+    spool = vma.inode.spool
     if spool is not None:
         spool.get_pages(n)
     if cgroup.rsvd.try_charge(n) is not None:  # cannot refuse: n fits every level
         raise AssertionError("a reservation charge within the room was refused")
-    memcg = _charge(vma, n, cgroup, consume=False)
-    resv.region_add_pages(first, first + n)
-    _add_block(vma, first, n, cgroup, memcg, mapped, cgroup_rsvd=cgroup)
-    return n
 
 
 def _add_block(vma: VMA, first: int, n: int, cgroup: HugetlbCgroup,
@@ -245,3 +273,32 @@ def _add_block(vma: VMA, first: int, n: int, cgroup: HugetlbCgroup,
     inode.cached.add_range(first, first + n)
     inode.i_blocks += n
     inode.cache_version += n
+
+
+def _write_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> int:
+    """Write the longest uniform run of a write-protected anon block from ``start``; pages
+    done."""
+    blocks = vma.blocks
+    block = blocks.at(start)
+    if block is None or block.writable or vma.unmapped:
+        return 0
+    n = min(end, block.end) - start
+    if len(block.vmas) == 1:
+        if n < _MIN_STRIDE:
+            return 0
+        done = cut(blocks, start, start + n)[0]
+        done.writable = True  # hugetlb_wp's reuse: an anon page only this VMA maps
+        return n
+    if vma.resv is not None or vma.owner:
+        return 0  # the owner's copy: ENFORCED, page by page
+    n = _needed_room(vma, n, cgroup)
+    if n < _MIN_STRIDE:
+        return 0
+    old = cut(blocks, start, start + n)[0]
+    _charge_needed(vma, n, cgroup)
+    memcg = _charge(vma, n, cgroup, consume=False)
+    blocks.remove(old)
+    old.vmas.remove(vma)
+    blocks.add(FolioBlock(start, start + n, vma.inode.hstate, vma.inode.spool, cgroup, memcg,
+                          [vma], True, anon=True, cgroup_rsvd=cgroup))
+    return n
