@@ -139,3 +139,29 @@ def test_plot_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "plotted: model 6.18 and kernel 6.18" in out.read_text()
     result = CliRunner().invoke(cli.main, ["plot", str(path), "-o", str(tmp_path / "x.jpg")])
     assert result.exit_code == 2 and "use a name ending in .png, .svg, .html" in result.output
+
+
+V2 = """\
+format: 1
+name: plotted-v2
+cgroups: v2
+memory_accounting: true
+pool: {pages: 4}
+steps:
+  - cgroup: {name: a, limit: 1}
+  - spawn: {proc: p, cgroup: a}
+  - mmap: {proc: p, map: m, anon: true, length: 2}
+  - touch: {proc: p, map: m, page: 0, count: 2}
+"""
+
+
+def test_v2_events_and_memory_are_drawn_where_the_trace_has_them(trace: Trace) -> None:
+    v2 = run(load_text(V2), ModelBackend())
+    _, cgroups = figure([v2]).axes
+    # The second page's fault is refused by a's limit of 1: one max event on a, one page
+    # charged to a's memory controller (memory accounting), none to the root's own count.
+    assert list(line(cgroups, "a events").get_ydata())[-1] == 1
+    assert list(line(cgroups, "a memory").get_ydata())[-1] == 1
+    assert list(line(cgroups, "root memory").get_ydata())[-1] == 1  # hierarchical
+    _, v1 = figure([trace]).axes
+    assert not [ln for ln in v1.get_lines() if ln.get_label().endswith(("events", "memory"))]

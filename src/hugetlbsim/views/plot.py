@@ -1,10 +1,12 @@
 """``hugetlbsim plot``: the counters of a trace over its steps, as a picture.
 
 One panel shows the pool (Total, Free, Rsvd, Surp), the other each cgroup's fault usage and
-reservation usage, as step plots: the value drawn at a step's tick is the state after that
-step.  Ticks are labelled with the steps' operations; failed steps (result not ``ok``) are
-shaded red.  Given two traces of one scenario (model and kernel), the first is drawn as thin
-lines over the second's wide translucent bands, and the steps where they differ (`compare`)
+reservation usage (and, where the trace has them, cgroup v2's ``events`` and the memory
+controller's hugetlb charge), as step plots: the value drawn at a step's tick is the state
+after that step.  Ticks are labelled with the steps' operations; failed steps (result not
+``ok``) are shaded red.  Given two traces of one scenario (model and kernel), the first is
+drawn as thin lines over the second's wide translucent bands, and the steps where they differ
+(`compare`)
 are shaded orange.  Everything drawn comes from the traces; an underflowed counter (2^64 - n)
 is drawn as -n.
 
@@ -33,9 +35,11 @@ __all__ = [
 ]
 
 POOL_LINES: Final = (("total", "Total"), ("free", "Free"), ("rsvd", "Rsvd"), ("surp", "Surp"))
-CGROUP_LINES: Final = (("usage", "usage", "-", 1.0, 0), ("rsvd", "rsvd", "--", 0.6, 1))
+CGROUP_LINES: Final = (("usage", "usage", "-", 1.0, 0), ("rsvd", "rsvd", "--", 0.6, 1),
+                       ("memory", "memory", "-.", 0.5, 0), ("events", "events", ":", 0.5, 1))
 """Cgroup counter, label suffix, line style, width and shade (0 dark, 1 light, of the cgroup's
-tab20 pair): a thin light rsvd line stays visible on a thick dark usage line."""
+tab20 pair): a thin light rsvd line stays visible on a thick dark usage line.  ``memory`` and
+``events`` (cgroup v2) are drawn only for the cgroups whose states have them."""
 FORMATS: Final = (".png", ".svg", ".html")
 FAILED_COLOUR, DIVERGED_COLOUR = "tab:red", "tab:orange"
 
@@ -78,7 +82,10 @@ def figure(traces: Sequence[Trace]) -> Figure:
                       color=f"C{number}", label=label + suffix, **_style(band, number))
         for number, name in enumerate(names):
             for key, label, dash, width, shade in CGROUP_LINES:
-                ys = [plotted(s.state["cgroups"].get(name, {}).get(key)) for s in trace.steps]
+                values = [s.state["cgroups"].get(name, {}).get(key) for s in trace.steps]
+                if key not in ("usage", "rsvd") and all(v is None for v in values):
+                    continue
+                ys = [plotted(v) for v in values]
                 cgroups.step(xs, ys, where="mid", color=pairs((2 * number + shade) % 20),
                              linestyle=dash,
                              label=f"{name} {label}{suffix}", **_style(band, number, width))
