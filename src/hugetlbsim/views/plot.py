@@ -6,9 +6,8 @@ controller's hugetlb charge), as step plots: the value drawn at a step's tick is
 after that step.  Ticks are labelled with the steps' operations; failed steps (result not
 ``ok``) are shaded red.  Given two traces of one scenario (model and kernel), the first is
 drawn as thin lines over the second's wide translucent bands, and the steps where they differ
-(`compare`)
-are shaded orange.  Everything drawn comes from the traces; an underflowed counter (2^64 - n)
-is drawn as -n.
+(`compare`) are shaded orange.  Everything drawn comes from the traces; an underflowed counter
+(2^64 - n) is drawn as -n.
 
 matplotlib is imported only here, and only through `Figure` (no pyplot, no global state).
 """
