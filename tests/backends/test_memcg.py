@@ -90,12 +90,28 @@ def test_memory_hugetlb_from_memory_current_on_6_12(tmp_path: Path) -> None:
     assert kernel_cgroup.memory_hugetlb(_cgroup_dir(tmp_path, stat, 7024640)) == 3
 
 
-def test_an_inexact_memory_figure_is_an_error(tmp_path: Path) -> None:
-    """A remainder larger than every CPU's stock together means something else is charged:
-    no figure rather than a wrong one."""
+def test_an_inexact_memory_figure_is_an_error(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remainder larger than every CPU's stock together, in every reading, means something
+    else is charged: no figure rather than a wrong one."""
+    monkeypatch.setattr(kernel_cgroup, "MEMORY_PAUSE", 0.0)
     stat = {"anon": 0, "file": 0, "kernel": 0, "sock": 0}
     with pytest.raises(RuntimeError, match="cannot be read exactly"):
         kernel_cgroup.memory_hugetlb(_cgroup_dir(tmp_path, stat, MB2 + MB2 - 4096))
+
+
+def test_a_passing_inexact_memory_figure_is_read_again(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker memory still moving (6.12.117: remainders of -8 192 and 565 248 bytes) is read
+    again until the remainder is a stock at most."""
+    monkeypatch.setattr(kernel_cgroup, "MEMORY_PAUSE", 0.0)
+    stat = {"anon": 475136, "file": 0, "kernel": 20480, "sock": 0}
+    directory = _cgroup_dir(tmp_path, stat, 0)
+    currents = iter([3 * MB2 + 495616 - 8192, 3 * MB2 + 495616 + 565248, 3 * MB2 + 495616])
+    read_int = kernel_cgroup.ks.read_int
+    monkeypatch.setattr(kernel_cgroup.ks, "read_int", lambda path: next(currents)
+                        if path.endswith("memory.current") else read_int(path))
+    assert kernel_cgroup.memory_hugetlb(directory) == 3
 
 
 @pytest.mark.vm
