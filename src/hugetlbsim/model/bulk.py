@@ -41,11 +41,14 @@ consumption and free-list bound as the first stride, and each page's commit mark
 consumed (`ResvMap.region_add_pages` again).  The pages are one anon block of the VMA.
 
 **Writes to a write-protected anon block** (after fork).  Mapped by this VMA alone, each
-page is `hugetlb_wp`'s reuse: the PTE becomes writable.  Mapped by others too, in a VMA that
-owns no reservation map (a fork child's), each page is a COW copy with `MapChg.NEEDED`, as the
-shared unreserved stride charges it (its own reservation charge, an unreserved free page);
-the copies are a new anon block of this VMA and the old pages lose one mapping.  The owner's
-copy (`MapChg.ENFORCED`, and its fallback when it fails) goes page by page.
+page is `hugetlb_wp`'s reuse: the PTE becomes writable.  Mapped by others too, each page is a
+COW copy charged as the shared unreserved stride charges its pages (a subpool page, its own
+reservation charge, an unreserved free page, no reservation consumed): a fork child's with
+`MapChg.NEEDED` (it has no map to ask or commit to), the owner's with `MapChg.ENFORCED` (its
+map is left alone; ``gbl_chg`` is 1 on every line while no min_size reserve is drawn from, so
+`COW_OWNER_TAKES_SUBPOOL_RESERVE` changes nothing, and nothing is consumed).  The copies are
+a new anon block of this VMA and the old pages lose one mapping.  A copy that would fail (and
+the owner's fallback, `unmap_ref_private`) is past the run's bounds: page by page.
 
 fallocate (`fallocate_range`) allocates like a shared fault without a VMA, in the first two
 strides (the pages stay unmapped, and i_size does not bound them).  A fork child's or a
@@ -289,8 +292,6 @@ def _write_stride(vma: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> int:
         done = cut(blocks, start, start + n)[0]
         done.writable = True  # hugetlb_wp's reuse: an anon page only this VMA maps
         return n
-    if vma.resv is not None or vma.owner:
-        return 0  # the owner's copy: ENFORCED, page by page
     n = _needed_room(vma, n, cgroup)
     if n < _MIN_STRIDE:
         return 0
