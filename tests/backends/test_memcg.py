@@ -1,9 +1,10 @@
 """``memory_accounting: true``: cgroup2's memory_hugetlb_accounting, on real kernels.
 
 Only a vm guest may remount its cgroup2 with the option (it is global to the machine); the
-host refuses the scenario before touching anything.  The ``memcg-*`` examples were recorded
-on 6.12.117 (vm): replayed there, every expectation holds and the model at 6.12 shows the
-same; 6.1 refuses the mount option (EINVAL), as the model at 6.1 refuses the scenario.
+host refuses the scenario before touching anything.  The ``memcg-*`` examples and the memcg
+regressions were recorded on 6.12.117 (vm): replayed there, every expectation holds and the
+model at 6.12 shows the same; 6.1 refuses the mount option (EINVAL), as the model at 6.1
+refuses the scenario.
 The vm-marked tests skip, saying why, without qemu or a cached 6.1 / 6.12 kernel.
 """
 
@@ -25,8 +26,10 @@ from hugetlbsim.format.loader import load
 from hugetlbsim.runner import run
 from hugetlbsim.trace import compare
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-MEMCG = sorted(EXAMPLES.glob("memcg-*.yaml"))
+ROOT = Path(__file__).resolve().parents[2]
+MEMCG = [p for p in sorted(ROOT.glob("examples/*.yaml")) + sorted(
+    ROOT.glob("tests/regressions/*.yaml")) if load(p).memory_accounting]
+"""The examples and regressions recorded with memory accounting (on 6.12.117)."""
 MB2 = 2 << 20
 
 
