@@ -95,9 +95,9 @@ def explode_anon(vma: VMA, start: int, end: int) -> None:
 
 def vma_blocks(vma: VMA, start: int, end: int, split: bool = False) -> list[FolioBlock]:
     """The page-cache blocks ``vma`` maps in its virtual pages ``[start, end)`` (split at
-    the edges if ``split``)."""
+    the edges if ``split``); only a shared VMA maps any."""
     blocks = vma.inode.blocks
-    if not blocks:
+    if not blocks or not vma.shared:
         return []
     lo, hi = vma.file_index(start), vma.file_index(end)
     found = cut(blocks, lo, hi) if split else blocks.overlapping(lo, hi)

@@ -234,8 +234,7 @@ class ResvMap:
         n, c, a = t - f, self.region_cache_count, self.adds_in_progress
         assert n > 0 and self.region_count(f, t) == n, "region_del_pages outside the map"
         assert self.allocator.never_fails, "a failing allocator needs the page-by-page path"
-        _, _, first = self._store.window(f, f + 1, touching=False)
-        split = int(first[0][0] < f and f + 1 < first[0][1])
+        split = int(self._splits(f))
         self.allocator.allocate(max(0, a + 1 - c) + int(split and n > 1 and c <= a + 1))
         self.region_cache_count = max(c, a + 1)  # region_del's own split takes none
         self.region_del(f, t)
@@ -248,8 +247,7 @@ class ResvMap:
         n, c, a = t - f, self.region_cache_count, self.adds_in_progress
         assert n > 0 and self.region_count(f, t) == n, "region_del_each outside the map"
         assert self.allocator.never_fails, "a failing allocator needs the page-by-page path"
-        _, _, first = self._store.window(f, f + 1, touching=False)
-        if first[0][0] < f and f + 1 < first[0][1]:
+        if self._splits(f):
             if c > a:
                 c -= 1
             else:
@@ -258,6 +256,11 @@ class ResvMap:
         deleted = self.region_del(f, t)
         self.region_cache_count = c
         return deleted
+
+    def _splits(self, f: int) -> bool:
+        """Whether deleting page ``f`` alone splits the region holding it."""
+        _, _, first = self._store.window(f, f + 1, touching=False)
+        return first[0][0] < f and f + 1 < first[0][1]
 
     def region_next(self, f: int) -> int | None:
         """The first index at or after ``f`` that a region covers, if any."""
