@@ -152,3 +152,16 @@ def test_a_forked_shared_mapping_keeps_its_block() -> None:
     [block] = system.blocks()
     assert len(block.vmas) == 1 and len(system.folios()) == 1
     system.check_invariants()
+
+
+def test_mprotect_read_only_of_one_mapper_leaves_the_others_writable() -> None:
+    """Two processes map a block (fork of a shared mapping); one makes its mapping read-only:
+    its PTEs are read-only, the other's stay writable."""
+    system = _touched(64)
+    system.apply("fork", {"proc": "init", "child": "c"})
+    assert system.apply("mprotect", {"proc": "c", "map": "m", "writable": False}) == "ok"
+    child = system.procs["c"].maps["m"][0]
+    parent = system.procs["init"].maps["m"][0]
+    assert child.ptes and not any(p.writable for p in child.ptes.values())
+    assert all(p.writable for p in parent.ptes.values())
+    system.check_invariants()

@@ -106,7 +106,8 @@ def vma_blocks(vma: VMA, start: int, end: int, split: bool = False) -> list[Foli
 
 def write_protect(vma: VMA) -> None:
     """mprotect(PROT_READ) of ``vma``: the PTEs of its blocks become read-only; a block
-    other VMAs map too is exploded first (their PTEs keep their permission)."""
+    other VMAs map too is exploded instead (their PTEs keep their permission; the caller then
+    write-protects ``vma``'s single PTEs, these included)."""
     for block in vma_blocks(vma, vma.start, vma.end):
         if block.writable and len(block.vmas) > 1:
             explode(vma.inode, block.first, block.end)

@@ -513,9 +513,9 @@ class System:
             part = carve(task.maps[map], max(vma.start, offset), covered)[0]
             part.writable = writable
             if not writable:
+                write_protect(part)  # first: the pages it explodes get PTEs of their own
                 for pte in part.ptes.values():
                     pte.writable = False
-                write_protect(part)
         if covered < end:
             raise KernelError("ENOMEM", f"page {covered} of {map} is not mapped")
 
