@@ -40,6 +40,9 @@ mapped, all below i_size: each page is `hugetlb_no_page`'s new anon page with
 consumption and free-list bound as the first stride, and each page's commit marks its index
 consumed (`ResvMap.region_add_pages` again).  The pages are one anon block of the VMA.
 
+Pages a block of the VMA already maps as the access needs are skipped in one step too
+(`hugetlb_fault` would return at once on each).
+
 **Writes to a write-protected anon block** (after fork).  Mapped by this VMA alone, each
 page is `hugetlb_wp`'s reuse: the PTE becomes writable.  Mapped by others too, each page is a
 COW copy charged as the shared unreserved stride charges its pages (a subpool page, its own
@@ -85,12 +88,32 @@ def fault_range(vma: VMA, start: int, end: int, write: bool, cgroup: HugetlbCgro
         hugetlb_fault(vma, page, write, cgroup)
         page += 1
         if BULK and end - page >= _MIN_STRIDE:
+            page += _present(vma, page, end, write)
+            if end - page < _MIN_STRIDE:
+                continue
             if vma.shared:
                 page += _shared_stride(vma, page, end, cgroup)
             elif vma.blocks and write and vma.blocks.at(page) is not None:
                 page += _write_stride(vma, page, end, cgroup)
             else:
                 page += _private_stride(vma, page, end, write, cgroup)
+
+
+def _present(vma: VMA, start: int, end: int, write: bool) -> int:
+    """Pages from ``start`` that a block of ``vma`` already maps as this access needs
+    (`hugetlb_fault` returns at once on each)."""
+    if vma.shared:
+        inode = vma.inode
+        block = inode.blocks.at(vma.file_index(start)) if inode.blocks else None
+        if block is None or vma not in block.vmas:
+            return 0
+        stop = vma.virtual_page(block.end)
+    else:
+        block = vma.blocks.at(start) if vma.blocks else None
+        if block is None:
+            return 0
+        stop = block.end
+    return min(stop, end) - start if block.writable or not write else 0
 
 
 def fallocate_range(pseudo: VMA, start: int, end: int, cgroup: HugetlbCgroup) -> None:
