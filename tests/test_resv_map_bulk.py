@@ -40,6 +40,20 @@ def _clone(m: ResvMap) -> ResvMap:
     return c
 
 
+def _covered(rng: random.Random, m: ResvMap) -> tuple[int, int] | None:
+    """A random range every page of which the map covers (it may span touching regions)."""
+    regions = m.regions()
+    if not regions:
+        return None
+    k = rng.randrange(len(regions))
+    f = rng.randint(regions[k].from_, regions[k].to - 1)
+    covered = regions[k].to  # to the end of the touching regions that follow
+    while k + 1 < len(regions) and regions[k + 1].from_ == covered:
+        k += 1
+        covered = regions[k].to
+    return f, rng.randint(f + 1, covered)
+
+
 @pytest.mark.parametrize("policy", POLICIES)
 def test_adding_pages_at_once_is_adding_them_one_by_one(policy: str) -> None:
     rng = random.Random(policy)
@@ -67,16 +81,10 @@ def test_deleting_pages_at_once_is_deleting_them_one_by_one(policy: str) -> None
     tried = 0
     for _ in range(3000):
         m = _random_map(rng, policy)
-        regions = m.regions()
-        if not regions:
+        picked = _covered(rng, m)
+        if picked is None:
             continue
-        k = rng.randrange(len(regions))
-        f = rng.randint(regions[k].from_, regions[k].to - 1)
-        covered = regions[k].to  # to the end of the touching regions that follow
-        while k + 1 < len(regions) and regions[k + 1].from_ == covered:
-            k += 1
-            covered = regions[k].to
-        t = rng.randint(f + 1, covered)
+        f, t = picked
         tried += 1
         one = _clone(m)
         for i in range(f, t):
@@ -84,7 +92,7 @@ def test_deleting_pages_at_once_is_deleting_them_one_by_one(policy: str) -> None
             one.region_abort(i, i + 1, needed)
             one.region_del(i, i + 1)
         m.region_del_pages(f, t)
-        assert _state(m) == _state(one), (f, t, regions)
+        assert _state(m) == _state(one), (f, t)
         m.check()
     assert tried > 500
 
@@ -95,16 +103,10 @@ def test_deleting_each_page_at_once_is_deleting_them_one_by_one(policy: str) -> 
     tried = 0
     for _ in range(3000):
         m = _random_map(rng, policy)
-        regions = m.regions()
-        if not regions:
+        picked = _covered(rng, m)
+        if picked is None:
             continue
-        k = rng.randrange(len(regions))
-        f = rng.randint(regions[k].from_, regions[k].to - 1)
-        covered = regions[k].to
-        while k + 1 < len(regions) and regions[k + 1].from_ == covered:
-            k += 1
-            covered = regions[k].to
-        t = rng.randint(f + 1, covered)
+        f, t = picked
         tried += 1
         one = _clone(m)
         pages: dict[object, int] = {}
