@@ -12,6 +12,7 @@ size= mounts, truncation and populate.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -42,29 +43,18 @@ class _Strides:
         self.pages = 0
         self.private = 0
         self.writes = 0
-        shared, private = bulk._shared_stride, bulk._private_stride
-
-        def counted(*args: Any) -> int:
-            done = shared(*args)
-            self.pages += done
-            return done
-
-        def counted_private(*args: Any) -> int:
-            done = private(*args)
-            self.private += done
-            return done
-
-        write = bulk._write_stride
-
-        def counted_write(*args: Any) -> int:
-            done = write(*args)
-            self.writes += done
-            return done
-
-        monkeypatch.setattr(bulk, "_shared_stride", counted)
-        monkeypatch.setattr(bulk, "_private_stride", counted_private)
-        monkeypatch.setattr(bulk, "_write_stride", counted_write)
+        for name, counter in (("_shared_stride", "pages"), ("_private_stride", "private"),
+                              ("_write_stride", "writes")):
+            monkeypatch.setattr(bulk, name, self._counted(getattr(bulk, name), counter))
         monkeypatch.setattr(bulk, "_MIN_STRIDE", 1)
+
+    def _counted(self, stride: Callable[..., int], counter: str) -> Callable[..., int]:
+        def counted(*args: Any) -> int:
+            done = stride(*args)
+            setattr(self, counter, getattr(self, counter) + done)
+            return done
+
+        return counted
 
 
 def _both(scenario: Scenario, monkeypatch: pytest.MonkeyPatch, kernel: str) -> None:

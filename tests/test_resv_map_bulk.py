@@ -5,6 +5,7 @@ allocator calls must all end equal."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import pytest
 
@@ -38,6 +39,19 @@ def _clone(m: ResvMap) -> ResvMap:
     c.region_cache_count, c.adds_in_progress = m.region_cache_count, m.adds_in_progress
     c.allocator.calls = m.allocator.calls
     return c
+
+
+def _covered_cases(seed: str, policy: str) -> Iterator[tuple[ResvMap, ResvMap, int, int]]:
+    """Random maps, each with a copy and a range it covers (over 500 of 3 000 draws)."""
+    rng = random.Random(seed)
+    tried = 0
+    for _ in range(3000):
+        m = _random_map(rng, policy)
+        picked = _covered(rng, m)
+        if picked is not None:
+            tried += 1
+            yield m, _clone(m), *picked
+    assert tried > 500
 
 
 def _covered(rng: random.Random, m: ResvMap) -> tuple[int, int] | None:
@@ -77,16 +91,7 @@ def test_adding_pages_at_once_is_adding_them_one_by_one(policy: str) -> None:
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_deleting_pages_at_once_is_deleting_them_one_by_one(policy: str) -> None:
-    rng = random.Random(policy)
-    tried = 0
-    for _ in range(3000):
-        m = _random_map(rng, policy)
-        picked = _covered(rng, m)
-        if picked is None:
-            continue
-        f, t = picked
-        tried += 1
-        one = _clone(m)
+    for m, one, f, t in _covered_cases(policy, policy):
         for i in range(f, t):
             _, needed = one.region_chg(i, i + 1)
             one.region_abort(i, i + 1, needed)
@@ -94,21 +99,11 @@ def test_deleting_pages_at_once_is_deleting_them_one_by_one(policy: str) -> None
         m.region_del_pages(f, t)
         assert _state(m) == _state(one), (f, t)
         m.check()
-    assert tried > 500
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_deleting_each_page_at_once_is_deleting_them_one_by_one(policy: str) -> None:
-    rng = random.Random(policy + "each")
-    tried = 0
-    for _ in range(3000):
-        m = _random_map(rng, policy)
-        picked = _covered(rng, m)
-        if picked is None:
-            continue
-        f, t = picked
-        tried += 1
-        one = _clone(m)
+    for m, one, f, t in _covered_cases(policy + "each", policy):
         pages: dict[object, int] = {}
         for i in range(f, t):
             for info, n in one.region_del(i, i + 1).uncharges:
@@ -119,4 +114,3 @@ def test_deleting_each_page_at_once_is_deleting_them_one_by_one(policy: str) -> 
             summed[info] = summed.get(info, 0) + n
         assert _state(m) == _state(one) and summed == pages and deleted.pages == t - f
         m.check()
-    assert tried > 500

@@ -36,7 +36,8 @@ def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio | FolioBlock]) -
     last_only = h.kernel.has(UNMAP_RESTORE_ONLY_IF_UNMAPPED)
     for block in vma_blocks(vma, start, end, split=True):
         block.vmas.remove(vma)  # cached pages: one mapping fewer, none freed
-    # An anon block restores every page's reservation or none (all anon, one mapcount).
+    # Nothing the zap does changes Surp (frees wait for the batch), so this holds throughout;
+    # an anon block restores every page's reservation or none (all anon, one mapcount).
     owner = restores and not h.surplus_huge_pages and vma.private_owner
     anon = _anon_blocks(vma, start, end, owner, last_only)
     ptes = vma.ptes
@@ -49,8 +50,7 @@ def zap_pages(vma: VMA, start: int, end: int, freed: list[Folio | FolioBlock]) -
             _zap_anon_block(vma, anon[k], owner, last_only, freed)
             k += 1
         folio = ptes.pop(page).folio
-        if restores and not h.surplus_huge_pages and vma.private_owner and folio.anon and (
-                not last_only or folio.mapcount == 1):
+        if owner and folio.anon and (not last_only or folio.mapcount == 1):
             folio.restore_reserve = True
             index = vma.file_index(page)
             # Without a marker to remove (rc == 0) the kernel neither adds nor ends: the
